@@ -1,0 +1,129 @@
+//! Connecting to the configured database and bringing its schema up to date.
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    AnyPool, Executor as _,
+    any::{AnyConnectOptions, AnyPoolOptions},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database url {0:?} must start with sqlite:// or postgres://")]
+    UnsupportedUrl(String),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("schema migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("stored envelope does not decode: {0}")]
+    Corrupt(#[from] prost::DecodeError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl(url.to_string()))
+        }
+    }
+}
+
+/// SQLite creates the file but not its folder.
+fn create_parent_dir(url: &str) -> Result<(), StoreError> {
+    let path = url
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|e| StoreError::Io {
+            path: parent.display().to_string(),
+            source: e,
+        })?;
+    }
+    Ok(())
+}
+
+/// A pool on one of the supported backends.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+impl Database {
+    /// Connects, creating a SQLite file if it does not exist yet.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_string(),
+        };
+        if backend == Backend::Sqlite {
+            create_parent_dir(&url)?;
+        }
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                // One writer at a time either way; readers share the WAL.
+                Backend::Sqlite => 8,
+                Backend::Postgres => 16,
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets queries run while the consumer writes;
+                        // synchronous=FULL because Kafka offsets advance only
+                        // after a commit, so a commit must survive power loss.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Applies the migrations of `sqlite` or `postgres` flavour, whichever
+    /// matches the backend.
+    pub async fn migrate(
+        &self,
+        sqlite: &sqlx::migrate::Migrator,
+        postgres: &sqlx::migrate::Migrator,
+    ) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Sqlite => sqlite.run(&self.pool).await?,
+            Backend::Postgres => postgres.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,8 @@
+//! The showcase: a versioned, materialised view of every record on the bus,
+//! in SQLite (embedded default) or PostgreSQL (production) through sqlx.
+
+mod database;
+mod showcase;
+
+pub use database::{Backend, Database, StoreError};
+pub use showcase::{ApplyStats, IngestedRecord, Showcase, StoredRecord};

@@ -1,0 +1,163 @@
+//! Reading and writing showcase records.
+
+use govbus_proto::v1::Record;
+use prost::Message;
+use sqlx::Row;
+
+use crate::{Database, StoreError};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// A record taken off Kafka, with where it was found.
+#[derive(Debug, Clone)]
+pub struct IngestedRecord {
+    pub record: Record,
+    /// The envelope bytes exactly as consumed.
+    pub envelope: Vec<u8>,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub ingested_at_us: i64,
+}
+
+/// A current record as the showcase holds it.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub record: Record,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub ingested_at_us: i64,
+}
+
+/// What one batch did to the showcase.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Became the current version of their (type, subject, key).
+    pub applied: u64,
+    /// Older than or equal to the current version: kept in history only if new there.
+    pub stale: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Showcase {
+    db: Database,
+}
+
+const UPSERT_CURRENT: &str = "INSERT INTO showcase_records (record_type, subject_id, record_key, version, record_id, status, \
+     content_hash, envelope, kafka_topic, kafka_partition, kafka_offset, ingested_at_us) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+     ON CONFLICT (record_type, subject_id, record_key) DO UPDATE SET \
+       version = excluded.version, record_id = excluded.record_id, status = excluded.status, \
+       content_hash = excluded.content_hash, envelope = excluded.envelope, \
+       kafka_topic = excluded.kafka_topic, kafka_partition = excluded.kafka_partition, \
+       kafka_offset = excluded.kafka_offset, ingested_at_us = excluded.ingested_at_us \
+     WHERE excluded.version > showcase_records.version";
+
+const INSERT_HISTORY: &str = "INSERT INTO showcase_history (record_type, subject_id, record_key, version, record_id, status, \
+     content_hash, envelope, kafka_topic, kafka_partition, kafka_offset, ingested_at_us) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+     ON CONFLICT (record_type, subject_id, record_key, version) DO NOTHING";
+
+impl Showcase {
+    /// Connects to `url` and migrates the schema.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let db = Database::connect(url).await?;
+        db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
+        Ok(Self { db })
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Applies a batch in one transaction: each record becomes current unless
+    /// a version at least as new is already there, and enters the history
+    /// once. Nothing of the batch is visible until all of it is.
+    pub async fn apply(&self, batch: &[IngestedRecord]) -> Result<ApplyStats, StoreError> {
+        let mut stats = ApplyStats::default();
+        let mut tx = self.db.pool.begin().await?;
+        for item in batch {
+            let r = &item.record;
+            for (sql, is_current) in [(UPSERT_CURRENT, true), (INSERT_HISTORY, false)] {
+                let done = sqlx::query(sql)
+                    .bind(r.record_type.as_str())
+                    .bind(r.subject_id.as_str())
+                    .bind(r.record_key.as_str())
+                    .bind(r.version as i64)
+                    .bind(r.record_id.as_str())
+                    .bind(i64::from(r.status))
+                    .bind(r.content_hash.as_slice())
+                    .bind(item.envelope.as_slice())
+                    .bind(item.topic.as_str())
+                    .bind(i64::from(item.partition))
+                    .bind(item.offset)
+                    .bind(item.ingested_at_us)
+                    .execute(&mut *tx)
+                    .await?;
+                if is_current {
+                    if done.rows_affected() > 0 {
+                        stats.applied += 1;
+                    } else {
+                        stats.stale += 1;
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(stats)
+    }
+
+    /// The current records of one type about one subject, by record key.
+    pub async fn current(
+        &self,
+        record_type: &str,
+        subject_id: &str,
+    ) -> Result<Vec<StoredRecord>, StoreError> {
+        let sql = "SELECT envelope, kafka_topic, kafka_partition, kafka_offset, ingested_at_us \
+                   FROM showcase_records WHERE record_type = $1 AND subject_id = $2 \
+                   ORDER BY record_key";
+        let rows = sqlx::query(sql)
+            .bind(record_type)
+            .bind(subject_id)
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let envelope: Vec<u8> = row.try_get(0)?;
+                Ok(StoredRecord {
+                    record: Record::decode(envelope.as_slice())?,
+                    topic: row.try_get(1)?,
+                    partition: row.try_get::<i64, _>(2)? as i32,
+                    offset: row.try_get(3)?,
+                    ingested_at_us: row.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    /// How many versions of one record the history holds (operators, tests).
+    pub async fn history_len(
+        &self,
+        record_type: &str,
+        subject_id: &str,
+        record_key: &str,
+    ) -> Result<i64, StoreError> {
+        let sql = "SELECT COUNT(*) FROM showcase_history \
+                   WHERE record_type = $1 AND subject_id = $2 AND record_key = $3";
+        Ok(sqlx::query_scalar(sql)
+            .bind(record_type)
+            .bind(subject_id)
+            .bind(record_key)
+            .fetch_one(&self.db.pool)
+            .await?)
+    }
+
+    /// Number of current records (operators, tests).
+    pub async fn count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM showcase_records")
+            .fetch_one(&self.db.pool)
+            .await?)
+    }
+}

@@ -1,0 +1,102 @@
+//! Logging and tracing set-up shared by every govbus process, and the W3C
+//! trace-context plumbing that carries one trace across gRPC and Kafka.
+//!
+//! Spans are real OpenTelemetry spans (an SDK tracer provider sits behind the
+//! `tracing` layer), so their ids are what we propagate. Export over OTLP is
+//! added by the operators' issue; until then spans live only in-process and in
+//! the logs.
+
+use std::sync::OnceLock;
+
+use opentelemetry::{
+    Context,
+    propagation::{Extractor, Injector, TextMapPropagator},
+    trace::{TraceContextExt, TracerProvider as _},
+};
+use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{
+    EnvFilter,
+    fmt::{TestWriter, writer::BoxMakeWriter},
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
+};
+
+pub use opentelemetry::propagation::{Extractor as TraceExtractor, Injector as TraceInjector};
+
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Installs the global subscriber: human-readable logs filtered by `RUST_LOG`
+/// (default `info`) plus OpenTelemetry span context. Safe to call more than
+/// once (tests do); only the first call has an effect.
+pub fn init(service: &'static str) {
+    install(service, false);
+}
+
+/// Like [`init`], but logs through libtest's capture so that only failing
+/// tests show their logs.
+pub fn init_for_tests(service: &'static str) {
+    install(service, true);
+}
+
+fn install(service: &'static str, test_writer: bool) {
+    // Logs go to stderr so that stdout stays for what a command prints.
+    let writer = if test_writer {
+        BoxMakeWriter::new(TestWriter::new())
+    } else {
+        BoxMakeWriter::new(std::io::stderr)
+    };
+    let provider = PROVIDER.get_or_init(|| SdkTracerProvider::builder().build());
+    let tracer = provider.tracer(service);
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,librdkafka=warn,rdkafka=warn,h2=warn"));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_ansi(!test_writer)
+                .with_writer(writer),
+        )
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .try_init();
+}
+
+/// Writes the current span's context as W3C `traceparent`/`tracestate` entries.
+pub fn inject_current(carrier: &mut dyn Injector) {
+    let cx = tracing::Span::current().context();
+    TraceContextPropagator::new().inject_context(&cx, carrier);
+}
+
+/// Makes `span` a child of the remote context found in `carrier`, if any.
+pub fn set_parent_from(span: &tracing::Span, carrier: &dyn Extractor) {
+    let cx = TraceContextPropagator::new().extract(carrier);
+    if cx.span().span_context().is_valid() {
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// The W3C trace id of the current span, as 32 hex digits; empty when tracing
+/// is not initialised. Returned to callers so they can quote it to operators.
+pub fn current_trace_id() -> String {
+    let cx: Context = tracing::Span::current().context();
+    let span_context = cx.span().span_context().clone();
+    if span_context.is_valid() {
+        span_context.trace_id().to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// Links `span` to the remote span found in `carrier`, if any: a batch span
+/// that handles records from many traces links to each of them.
+pub fn link_from(span: &tracing::Span, carrier: &dyn Extractor) -> Option<String> {
+    let cx = TraceContextPropagator::new().extract(carrier);
+    let remote = cx.span().span_context().clone();
+    if !remote.is_valid() {
+        return None;
+    }
+    let trace_id = remote.trace_id().to_string();
+    span.add_link(remote);
+    Some(trace_id)
+}

@@ -1,0 +1,132 @@
+//! Adapter configuration.
+
+use std::{net::SocketAddr, time::Duration};
+
+use govbus_core::ConfigError;
+use govbus_kafka::KafkaSettings;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdapterConfig {
+    /// The agency this adapter speaks for, e.g. `civil-registry`.
+    pub agency: String,
+    /// The agency information system it wraps, e.g. `fhdy`.
+    pub system: String,
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    pub kafka: KafkaSettings,
+    /// Largest number of records in one Publish call.
+    pub max_batch: usize,
+    /// Largest payload of one record, in bytes.
+    pub max_payload_bytes: usize,
+    /// Reads records from a table in the agency's own database.
+    pub outbox: Option<OutboxConfig>,
+}
+
+impl Default for AdapterConfig {
+    fn default() -> Self {
+        Self {
+            agency: String::new(),
+            system: String::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 50061)),
+            kafka: KafkaSettings::default(),
+            max_batch: 1000,
+            max_payload_bytes: govbus_core::RecordLimits::default().max_payload_bytes,
+            outbox: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// `sqlite://…` or `postgres://…` of the agency's database.
+    pub database_url: String,
+    /// The agency's outbox table (see the README for its columns).
+    pub table: String,
+    /// How often to look for new rows when the last look found none.
+    pub poll_interval_ms: u64,
+    /// Rows read and published per round.
+    pub batch_size: i64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            database_url: String::new(),
+            table: "govbus_outbox".into(),
+            poll_interval_ms: 200,
+            batch_size: 500,
+        }
+    }
+}
+
+impl OutboxConfig {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+}
+
+fn is_identity_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+impl AdapterConfig {
+    /// Checks everything that can be checked before connecting anywhere.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !is_identity_part(&self.agency) {
+            return Err(ConfigError::new(format!(
+                "agency {:?} must be 1-63 characters of a-z, 0-9 and -",
+                self.agency
+            )));
+        }
+        if !is_identity_part(&self.system) {
+            return Err(ConfigError::new(format!(
+                "system {:?} must be 1-63 characters of a-z, 0-9 and -",
+                self.system
+            )));
+        }
+        self.kafka
+            .validate()
+            .map_err(|e| ConfigError::new(e.to_string()))?;
+        if self.max_batch == 0 {
+            return Err(ConfigError::new("max_batch must be at least 1"));
+        }
+        if self.max_payload_bytes == 0 || self.max_payload_bytes > 900 * 1024 {
+            return Err(ConfigError::new(
+                "max_payload_bytes must be between 1 and 921600 (Kafka's message limit leaves room for the envelope)",
+            ));
+        }
+        if let Some(outbox) = &self.outbox {
+            govbus_store::Backend::from_url(&outbox.database_url)
+                .map_err(|e| ConfigError::new(format!("outbox.database_url: {e}")))?;
+            let table_ok = !outbox.table.is_empty()
+                && outbox
+                    .table
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !outbox.table.as_bytes()[0].is_ascii_digit();
+            if !table_ok {
+                return Err(ConfigError::new(format!(
+                    "outbox.table {:?} must be a plain SQL identifier (letters, digits, _)",
+                    outbox.table
+                )));
+            }
+            if outbox.batch_size < 1 || outbox.poll_interval_ms == 0 {
+                return Err(ConfigError::new(
+                    "outbox.batch_size and outbox.poll_interval_ms must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `agency/<agency>/system/<system>`, the identity records are published under.
+    pub fn identity(&self) -> String {
+        format!("agency/{}/system/{}", self.agency, self.system)
+    }
+}

@@ -1,0 +1,115 @@
+//! The `govbus.v1.AgencyAdapter` gRPC facade.
+
+use std::sync::Arc;
+
+use govbus_core::FieldViolation;
+use govbus_proto::v1::{
+    PublishOutcome, PublishRequest, PublishResponse, agency_adapter_server::AgencyAdapter,
+};
+use tonic::{Request, Response, Status};
+use tracing::{Instrument, info, info_span};
+
+use crate::publisher::{Prepared, Publisher};
+
+/// Why a Publish call was refused as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("records: at least one record is required")]
+    Empty,
+    #[error("records: {got} records in one call; at most {max} allowed")]
+    TooMany { got: usize, max: usize },
+    #[error("{} invalid: {}", count(.0), join(.0))]
+    Invalid(Vec<FieldViolation>),
+}
+
+fn count(v: &[FieldViolation]) -> String {
+    match v.len() {
+        1 => "1 field".to_string(),
+        n => format!("{n} fields"),
+    }
+}
+
+fn join(v: &[FieldViolation]) -> String {
+    v.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl From<PublishError> for Status {
+    fn from(e: PublishError) -> Self {
+        Status::invalid_argument(e.to_string())
+    }
+}
+
+#[derive(Debug)]
+pub struct AdapterService {
+    publisher: Arc<Publisher>,
+    max_batch: usize,
+}
+
+impl AdapterService {
+    pub fn new(publisher: Arc<Publisher>, max_batch: usize) -> Self {
+        Self {
+            publisher,
+            max_batch,
+        }
+    }
+
+    /// Validates the whole batch; any violation rejects all of it, so a
+    /// caller never has to work out which half of a batch went through.
+    fn prepare_all(&self, request: PublishRequest) -> Result<Vec<Prepared>, PublishError> {
+        let records = request.records;
+        if records.is_empty() {
+            return Err(PublishError::Empty);
+        }
+        if records.len() > self.max_batch {
+            return Err(PublishError::TooMany {
+                got: records.len(),
+                max: self.max_batch,
+            });
+        }
+        let mut prepared = Vec::with_capacity(records.len());
+        let mut violations = Vec::new();
+        for (i, record) in records.into_iter().enumerate() {
+            match self.publisher.prepare(record) {
+                Ok(p) => prepared.push(p),
+                Err(found) => {
+                    violations.extend(found.into_iter().map(|v| {
+                        FieldViolation::new(format!("records[{i}].{}", v.field), v.reason)
+                    }))
+                }
+            }
+        }
+        if violations.is_empty() {
+            Ok(prepared)
+        } else {
+            Err(PublishError::Invalid(violations))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AgencyAdapter for AdapterService {
+    async fn publish(
+        &self,
+        request: Request<PublishRequest>,
+    ) -> Result<Response<PublishResponse>, Status> {
+        let span = info_span!("publish", records = request.get_ref().records.len());
+        govbus_server::continue_trace(&span, request.metadata());
+        async move {
+            let prepared = self.prepare_all(request.into_inner()).inspect_err(|e| {
+                info!(error = %e, "publish rejected");
+            })?;
+            let results = self.publisher.send(prepared, 0).await;
+            let failed = results
+                .iter()
+                .filter(|r| r.outcome != PublishOutcome::Accepted as i32)
+                .count();
+            info!(accepted = results.len() - failed, failed, "publish done");
+            Ok(Response::new(PublishResponse { results }))
+        }
+        .instrument(span)
+        .await
+    }
+}

@@ -1,0 +1,138 @@
+//! The agency adapter: a gRPC facade and a database connector in front of
+//! one agency information system, publishing its records to Kafka.
+
+mod config;
+mod grpc;
+mod outbox;
+mod publisher;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use govbus_core::{Catalog, ConfigError, RecordLimits};
+use govbus_kafka::RecordProducer;
+use govbus_proto::v1::agency_adapter_server::AgencyAdapterServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Router;
+use tracing::{info, warn};
+
+pub use config::{AdapterConfig, OutboxConfig};
+pub use grpc::{AdapterService, PublishError};
+pub use outbox::{OutboxConnector, OutboxError};
+pub use publisher::{Prepared, Publisher};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("outbox database: {0}")]
+    Outbox(#[from] govbus_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("grpc server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A built adapter: listening, connected, not yet serving.
+pub struct Adapter {
+    identity: String,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: Router,
+    publisher: Arc<Publisher>,
+    outbox: Option<OutboxConnector>,
+}
+
+impl std::fmt::Debug for Adapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Adapter")
+            .field("identity", &self.identity)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Adapter {
+    pub async fn build(config: AdapterConfig) -> Result<Self, AdapterError> {
+        config.validate()?;
+        let catalog = Arc::new(Catalog::builtin());
+        if config.kafka.manage_topics {
+            let mut topics = catalog.topics();
+            topics.push(govbus_kafka::DEAD_LETTER_TOPIC.to_string());
+            govbus_kafka::ensure_topics(&config.kafka, &topics).await?;
+        }
+        let producer = RecordProducer::new(&config.kafka)?;
+        let limits = RecordLimits {
+            max_payload_bytes: config.max_payload_bytes,
+            ..RecordLimits::default()
+        };
+        let publisher = Arc::new(Publisher::new(
+            catalog,
+            producer,
+            limits,
+            config.agency.clone(),
+            config.system.clone(),
+        ));
+        let identity = config.identity();
+        let outbox = match &config.outbox {
+            Some(outbox) => {
+                Some(OutboxConnector::open(outbox, identity.clone(), publisher.clone()).await?)
+            }
+            None => None,
+        };
+
+        let (listener, local_addr) =
+            govbus_server::bind(config.listen)
+                .await
+                .map_err(|source| AdapterError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let (health, router) = govbus_server::base_router();
+        govbus_server::set_serving::<AgencyAdapterServer<AdapterService>>(&health).await;
+        let service =
+            AgencyAdapterServer::new(AdapterService::new(publisher.clone(), config.max_batch))
+                .max_decoding_message_size(govbus_server::MAX_REQUEST_BYTES);
+        let router = router.add_service(service);
+        Ok(Self {
+            identity,
+            listener,
+            local_addr,
+            router,
+            publisher,
+            outbox,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` is cancelled, then finishes in-flight calls
+    /// and the outbox round under way, and flushes the producer.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AdapterError> {
+        info!(identity = %self.identity, addr = %self.local_addr, "adapter serving");
+        let outbox = self
+            .outbox
+            .map(|connector| tokio::spawn(connector.run(shutdown.child_token())));
+        let served = govbus_server::serve(
+            self.listener,
+            self.router,
+            shutdown.clone().cancelled_owned(),
+        )
+        .await;
+        if let Some(task) = outbox {
+            let _ = task.await;
+        }
+        if let Err(e) = self.publisher.producer().flush(Duration::from_secs(10)) {
+            warn!(error = %e, "producer flush incomplete at shutdown");
+        }
+        info!(identity = %self.identity, "adapter stopped");
+        Ok(served?)
+    }
+}

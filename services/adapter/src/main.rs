@@ -1,0 +1,28 @@
+//! `govbus-adapter`: one agency's adapter. Configuration from the file named
+//! by `--config` (or `GOVBUS_CONFIG`) and `GOVBUS_…` environment variables.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use govbus_adapter::{Adapter, AdapterConfig};
+
+#[derive(Parser)]
+#[command(version, about = "govbus agency adapter")]
+struct Args {
+    /// TOML configuration file.
+    #[arg(long, env = "GOVBUS_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    govbus_telemetry::init("govbus-adapter");
+    let args = Args::parse();
+    let config: AdapterConfig = govbus_core::config::load(args.config.as_deref())?;
+    let adapter = Adapter::build(config)
+        .await
+        .context("adapter did not start")?;
+    let shutdown = govbus_server::shutdown_on_signal();
+    adapter.run(shutdown).await.context("adapter failed")
+}

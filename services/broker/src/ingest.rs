@@ -1,0 +1,355 @@
+//! The ingest loop: Kafka record topics → checks → showcase, in batches.
+//!
+//! Offsets are stored only after the batch's SQL transaction has committed
+//! (and its dead letters were acknowledged), so a crash at any point leads
+//! to redelivery, never to loss; redelivery is harmless because the showcase
+//! ignores versions it already has.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use govbus_core::{Catalog, RecordLimits, content_hash, time::now_micros, validate_record};
+use govbus_kafka::{DEAD_LETTER_TOPIC, HeaderExtractor, KafkaSettings, RecordProducer};
+use govbus_proto::v1::Record;
+use govbus_store::{IngestedRecord, Showcase};
+use prost::Message as _;
+use rdkafka::{
+    ClientContext, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    error::KafkaError,
+    message::{BorrowedMessage, Header, OwnedHeaders},
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+/// When the showcase last held everything the consumer could see on Kafka.
+#[derive(Debug, Default)]
+pub struct Freshness {
+    caught_up_at_us: AtomicI64,
+}
+
+impl Freshness {
+    /// Microseconds since the epoch, or `None` before the first catch-up.
+    pub fn as_of_us(&self) -> Option<i64> {
+        match self.caught_up_at_us.load(Ordering::Acquire) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    fn caught_up(&self, at_us: i64) {
+        self.caught_up_at_us.fetch_max(at_us, Ordering::AcqRel);
+    }
+}
+
+/// Logs partition assignments; librdkafka's default handling (with
+/// auto-commit of stored offsets on revoke) does the rest without blocking.
+pub struct IngestContext;
+
+impl ClientContext for IngestContext {}
+
+impl ConsumerContext for IngestContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => info!(partitions = tpl.count(), "partitions assigned"),
+            Rebalance::Revoke(tpl) => info!(partitions = tpl.count(), "partitions revoked"),
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// A message taken off Kafka, owned so the consumer can move on.
+struct Consumed {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+pub struct Ingestor {
+    consumer: StreamConsumer<IngestContext>,
+    showcase: Showcase,
+    catalog: Arc<Catalog>,
+    dead_letters: RecordProducer,
+    freshness: Arc<Freshness>,
+    batch_max: usize,
+    batch_wait: Duration,
+}
+
+impl Ingestor {
+    pub fn new(
+        kafka: &KafkaSettings,
+        group_id: &str,
+        showcase: Showcase,
+        catalog: Arc<Catalog>,
+        freshness: Arc<Freshness>,
+        batch_max: usize,
+        batch_wait: Duration,
+    ) -> Result<Self, KafkaError> {
+        let mut config = kafka.client_config();
+        config
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false");
+        for (key, value) in [
+            ("auto.offset.reset", "earliest"),
+            ("auto.commit.interval.ms", "1000"),
+        ] {
+            if !kafka.sets(key) {
+                config.set(key, value);
+            }
+        }
+        let consumer: StreamConsumer<IngestContext> = config.create_with_context(IngestContext)?;
+        let topics = catalog.topics();
+        let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topic_refs)?;
+        info!(
+            topics = topic_refs.len(),
+            group_id, "subscribed to record topics"
+        );
+        Ok(Self {
+            consumer,
+            showcase,
+            catalog,
+            dead_letters: RecordProducer::new(kafka)?,
+            freshness,
+            batch_max,
+            batch_wait,
+        })
+    }
+
+    /// Consumes until `shutdown`; the batch under way is finished first.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                m = tokio::time::timeout(Duration::from_millis(200), self.consumer.recv()) => m,
+            };
+            let first = match first {
+                // Nothing arrived for a while: the showcase holds all there is.
+                Err(_) => {
+                    self.freshness.caught_up(now_micros());
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "kafka consumer error");
+                    continue;
+                }
+                Ok(Ok(m)) => m,
+            };
+            let span = info_span!("ingest_batch", records = tracing::field::Empty);
+            let mut batch = vec![consumed(&first, &span)];
+            drop(first);
+            let mut drained_at = None;
+            let deadline = tokio::time::Instant::now() + self.batch_wait;
+            while batch.len() < self.batch_max {
+                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                    Ok(Ok(m)) => batch.push(consumed(&m, &span)),
+                    Ok(Err(e)) => warn!(error = %e, "kafka consumer error"),
+                    Err(_) => {
+                        drained_at = Some(now_micros());
+                        break;
+                    }
+                }
+            }
+            span.record("records", batch.len());
+            let done = self.ingest(batch, &shutdown).instrument(span).await;
+            if done && let Some(at) = drained_at {
+                self.freshness.caught_up(at);
+            }
+        }
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(())
+            | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                warn!(error = %e, "final offset commit failed; the next owner re-reads from the last commit")
+            }
+        }
+        info!("ingest stopped");
+    }
+
+    /// Checks, stores and acknowledges one batch. Returns false when shutdown
+    /// interrupted it before its offsets were stored (it will be redelivered).
+    async fn ingest(&self, batch: Vec<Consumed>, shutdown: &CancellationToken) -> bool {
+        let now = now_micros();
+        let mut good = Vec::with_capacity(batch.len());
+        let mut positions: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut dead = Vec::new();
+        for message in batch {
+            let next = positions
+                .entry((message.topic.clone(), message.partition))
+                .or_insert(message.offset + 1);
+            *next = (*next).max(message.offset + 1);
+            match self.check(&message) {
+                Ok(record) => good.push(IngestedRecord {
+                    record,
+                    envelope: message.payload,
+                    topic: message.topic,
+                    partition: message.partition,
+                    offset: message.offset,
+                    ingested_at_us: now,
+                }),
+                Err(reason) => dead.push((message, reason)),
+            }
+        }
+
+        for (message, reason) in &dead {
+            if !self.dead_letter(message, reason, shutdown).await {
+                return false;
+            }
+        }
+
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.showcase.apply(&good).await {
+                Ok(stats) => {
+                    debug!(
+                        applied = stats.applied,
+                        stale = stats.stale,
+                        dead = dead.len(),
+                        "batch stored"
+                    );
+                    break;
+                }
+                Err(e) => {
+                    error!(error = %e, "showcase write failed; retrying the batch");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in &positions {
+            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+                warn!(topic, partition, error = %e, "cannot record offset");
+            }
+        }
+        if let Err(e) = self.consumer.store_offsets(&tpl) {
+            // After a revoke the partition belongs to another member, which
+            // re-reads from the last commit; the showcase ignores the repeats.
+            debug!(error = %e, "offsets not stored");
+        }
+        true
+    }
+
+    /// Everything a record must satisfy before it may enter the showcase.
+    fn check(&self, message: &Consumed) -> Result<Record, String> {
+        let spec = self
+            .catalog
+            .by_topic(&message.topic)
+            .ok_or_else(|| format!("topic {} carries no known record type", message.topic))?;
+        let record = Record::decode(message.payload.as_slice())
+            .map_err(|e| format!("envelope does not decode: {e}"))?;
+        if record.record_type != spec.name {
+            return Err(format!(
+                "record_type {:?} does not belong on topic {}",
+                record.record_type, message.topic
+            ));
+        }
+        if message.key != record.subject_id.as_bytes() {
+            return Err("message key is not the record's subject_id".into());
+        }
+        if record.source_agency.is_empty() || record.source_system.is_empty() {
+            return Err("source_agency and source_system are required".into());
+        }
+        if record.content_hash != content_hash(&record) {
+            return Err("content_hash does not match the envelope".into());
+        }
+        let valid =
+            validate_record(&self.catalog, record, &RecordLimits::default()).map_err(|v| {
+                v.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?;
+        Ok(valid.record)
+    }
+
+    /// Sends a refused record to the dead-letter topic, retrying until Kafka
+    /// takes it. Returns false if shutdown came first.
+    async fn dead_letter(
+        &self,
+        message: &Consumed,
+        reason: &str,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        warn!(
+            topic = message.topic,
+            partition = message.partition,
+            offset = message.offset,
+            reason,
+            "record refused; sent to dead letters"
+        );
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let partition = message.partition.to_string();
+            let offset = message.offset.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "govbus-reason",
+                    value: Some(reason.as_bytes()),
+                })
+                .insert(Header {
+                    key: "govbus-source-topic",
+                    value: Some(message.topic.as_bytes()),
+                })
+                .insert(Header {
+                    key: "govbus-source-partition",
+                    value: Some(partition.as_bytes()),
+                })
+                .insert(Header {
+                    key: "govbus-source-offset",
+                    value: Some(offset.as_bytes()),
+                });
+            match self
+                .dead_letters
+                .send(DEAD_LETTER_TOPIC, &message.key, &message.payload, headers)
+                .await
+            {
+                Ok(_) => return true,
+                Err(e) => {
+                    error!(error = %e, "dead-letter topic unavailable; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// Copies a message out of the consumer, linking the batch span to the
+/// trace that published it.
+fn consumed(message: &BorrowedMessage<'_>, batch_span: &tracing::Span) -> Consumed {
+    if let Some(headers) = message.headers()
+        && let Some(trace_id) = govbus_telemetry::link_from(batch_span, &HeaderExtractor(headers))
+    {
+        debug!(
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            trace_id,
+            "consumed"
+        );
+    }
+    Consumed {
+        topic: message.topic().to_string(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().unwrap_or_default().to_vec(),
+        payload: message.payload().unwrap_or_default().to_vec(),
+    }
+}

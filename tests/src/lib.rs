@@ -1,0 +1,354 @@
+//! Test kit: an embedded cluster, in-process services on port 0, record
+//! builders and polling helpers. Everything real: rdkafka against the mock
+//! cluster, sqlx against SQLite files in a temporary folder.
+
+use std::{net::SocketAddr, time::Duration};
+
+use govbus_adapter::{Adapter, AdapterConfig, OutboxConfig};
+use govbus_broker::{Broker, BrokerConfig};
+use govbus_core::Catalog;
+use govbus_kafka::{EmbeddedCluster, KafkaSettings};
+use govbus_proto::{
+    records::{AddressRegistration, BirthCertificate, PersonName},
+    v1::{
+        GetEvidenceRequest, GetEvidenceResponse, PublishRequest, PublishResponse, Record,
+        RecordStatus, agency_adapter_client::AgencyAdapterClient, once_only_client::OnceOnlyClient,
+    },
+};
+use prost_types::Timestamp;
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// One embedded Kafka cluster and a scratch folder for databases.
+pub struct TestBus {
+    pub cluster: EmbeddedCluster,
+    pub dir: TempDir,
+}
+
+impl TestBus {
+    pub fn start() -> Self {
+        govbus_telemetry::init_for_tests("govbus-tests");
+        let mut topics = Catalog::builtin().topics();
+        topics.push(govbus_kafka::DEAD_LETTER_TOPIC.into());
+        Self {
+            cluster: EmbeddedCluster::start(1, &topics, 3).expect("embedded cluster starts"),
+            dir: tempfile::tempdir().expect("temporary folder"),
+        }
+    }
+
+    pub fn kafka(&self) -> KafkaSettings {
+        let mut settings = KafkaSettings {
+            bootstrap_servers: self.cluster.bootstrap_servers().to_string(),
+            manage_topics: false,
+            ..KafkaSettings::default()
+        };
+        // Tests stop and start consumers often; keep group joins quick.
+        settings
+            .client
+            .insert("session.timeout.ms".into(), "6000".into());
+        settings
+            .client
+            .insert("heartbeat.interval.ms".into(), "500".into());
+        settings
+    }
+
+    pub fn sqlite_url(&self, name: &str) -> String {
+        format!("sqlite://{}", self.dir.path().join(name).display())
+    }
+
+    pub fn broker_config(&self, db: &str) -> BrokerConfig {
+        BrokerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: self.sqlite_url(db),
+            kafka: self.kafka(),
+            ..BrokerConfig::default()
+        }
+    }
+
+    pub fn adapter_config(&self, agency: &str, system: &str) -> AdapterConfig {
+        AdapterConfig {
+            agency: agency.into(),
+            system: system.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kafka: self.kafka(),
+            ..AdapterConfig::default()
+        }
+    }
+
+    pub fn outbox_config(&self, db: &str) -> OutboxConfig {
+        OutboxConfig {
+            database_url: self.sqlite_url(db),
+            poll_interval_ms: 50,
+            ..OutboxConfig::default()
+        }
+    }
+
+    pub async fn broker(&self, config: BrokerConfig) -> Running {
+        let broker = Broker::build(config).await.expect("broker builds");
+        let addr = broker.local_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { broker.run(shutdown).await.map_err(anyhow::Error::from) }
+        });
+        Running::new(addr, shutdown, task)
+    }
+
+    pub async fn adapter(&self, config: AdapterConfig) -> Running {
+        let adapter = Adapter::build(config).await.expect("adapter builds");
+        let addr = adapter.local_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { adapter.run(shutdown).await.map_err(anyhow::Error::from) }
+        });
+        Running::new(addr, shutdown, task)
+    }
+}
+
+/// A service started in-process.
+pub struct Running {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    fn new(
+        addr: SocketAddr,
+        shutdown: CancellationToken,
+        task: JoinHandle<anyhow::Result<()>>,
+    ) -> Self {
+        Self {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Graceful stop; fails the test if the service ended with an error.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("service stops within 30 s")
+            .expect("service task does not panic")
+            .expect("service stops cleanly");
+    }
+
+    pub async fn adapter_client(&self) -> AgencyAdapterClient<Channel> {
+        AgencyAdapterClient::connect(self.url())
+            .await
+            .expect("adapter reachable")
+    }
+
+    pub async fn once_only_client(&self) -> OnceOnlyClient<Channel> {
+        OnceOnlyClient::connect(self.url())
+            .await
+            .expect("broker reachable")
+    }
+}
+
+/// A PINFL of valid format, distinct for each `n` below 1000.
+pub fn pinfl(n: u32) -> String {
+    format!("3150590{:03}{:03}1", n % 1000, (n / 1000) % 1000)
+}
+
+pub fn timestamp(seconds: i64) -> Option<Timestamp> {
+    Some(Timestamp { seconds, nanos: 0 })
+}
+
+pub fn birth_payload(subject: &str, first_name: &str) -> BirthCertificate {
+    BirthCertificate {
+        certificate_number: format!("I-TN {}", subject.get(7..).unwrap_or(subject)),
+        child: Some(PersonName {
+            pinfl: subject.into(),
+            last_name: "Karimov".into(),
+            first_name: first_name.into(),
+            patronymic: "Rustam o'g'li".into(),
+        }),
+        date_of_birth: "1990-05-15".into(),
+        place_of_birth: "Toshkent shahri, Yunusobod tumani".into(),
+        registry_office: "Yunusobod tumani FHDY bo'limi".into(),
+        registered_on: "1990-05-20".into(),
+        ..Default::default()
+    }
+}
+
+/// A birth certificate record for `subject`, version `version`.
+pub fn birth_record(subject: &str, version: u64, first_name: &str) -> Record {
+    Record {
+        record_type: "birth_certificate".into(),
+        subject_id: subject.into(),
+        record_key: format!("I-TN {}", &subject[7..14]),
+        version,
+        status: RecordStatus::Active as i32,
+        issued_at: timestamp(642_729_600 + version as i64),
+        payload: Some(govbus_proto::pack(&birth_payload(subject, first_name))),
+        ..Default::default()
+    }
+}
+
+pub fn address_record(subject: &str) -> Record {
+    let payload = AddressRegistration {
+        resident: Some(PersonName {
+            pinfl: subject.into(),
+            first_name: "Dilnoza".into(),
+            last_name: "Karimova".into(),
+            ..Default::default()
+        }),
+        registered_on: "2015-03-01".into(),
+        ..Default::default()
+    };
+    Record {
+        record_type: "address_registration".into(),
+        subject_id: subject.into(),
+        record_key: "permanent".into(),
+        version: 1,
+        status: RecordStatus::Active as i32,
+        issued_at: timestamp(1_425_168_000),
+        payload: Some(govbus_proto::pack(&payload)),
+        ..Default::default()
+    }
+}
+
+pub async fn publish(
+    adapter: &Running,
+    records: Vec<Record>,
+) -> Result<PublishResponse, tonic::Status> {
+    adapter
+        .adapter_client()
+        .await
+        .publish(PublishRequest { records })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+pub fn evidence_request(subject: &str, record_type: &str) -> GetEvidenceRequest {
+    GetEvidenceRequest {
+        subject_id: subject.into(),
+        record_type: record_type.into(),
+        purpose: "test-service-001".into(),
+        request_id: String::new(),
+        fields: Vec::new(),
+    }
+}
+
+/// Polls the broker until `accept` holds for the answer, or panics after 20 s.
+pub async fn wait_for_evidence(
+    broker: &Running,
+    request: GetEvidenceRequest,
+    accept: impl Fn(&GetEvidenceResponse) -> bool,
+) -> GetEvidenceResponse {
+    let mut client = broker.once_only_client().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        match client.get_evidence(request.clone()).await {
+            Ok(reply) if accept(reply.get_ref()) => return reply.into_inner(),
+            Ok(reply) => last = Some(format!("{:?}", reply.into_inner())),
+            Err(status) => last = Some(format!("{status:?}")),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("evidence never matched; last answer: {last:?}");
+}
+
+/// Polls `check` until it returns true, or panics after 20 s with `what`.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// How many messages a topic holds, summed over its partitions.
+pub fn topic_message_count(bus: &TestBus, topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = bus
+        .kafka()
+        .client_config()
+        .set("group.id", "govbus-tests-inspector")
+        .create()
+        .expect("inspector consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .expect("topic metadata");
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(5))
+                .expect("watermarks");
+            high - low
+        })
+        .sum()
+}
+
+/// Produces raw bytes to a topic with a plain rdkafka producer, bypassing
+/// the adapter (for duplicates and hostile input).
+pub async fn produce_raw(bus: &TestBus, topic: &str, key: &str, payload: &[u8]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = bus.kafka().client_config().create().expect("raw producer");
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("raw record delivered");
+}
+
+/// A second handle on a broker's showcase database, for assertions.
+pub async fn open_showcase(bus: &TestBus, db: &str) -> govbus_store::Showcase {
+    govbus_store::Showcase::open(&bus.sqlite_url(db))
+        .await
+        .expect("showcase opens")
+}
+
+/// Creates an agency outbox table in a SQLite database of the test's folder.
+pub async fn agency_outbox(bus: &TestBus, db: &str) -> sqlx::AnyPool {
+    let db = govbus_store::Database::connect(&bus.sqlite_url(db))
+        .await
+        .expect("agency database");
+    sqlx::query(
+        "CREATE TABLE govbus_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, record_type TEXT NOT NULL, \
+         subject_id TEXT NOT NULL, record_key TEXT NOT NULL, version BIGINT NOT NULL, \
+         status TEXT NOT NULL, issued_at_unix BIGINT NOT NULL, payload BLOB NOT NULL)",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("outbox table");
+    db.pool
+}
+
+/// Writes one birth certificate row to an agency outbox, as the agency's own system would.
+pub async fn write_outbox_birth(pool: &sqlx::AnyPool, subject: &str, version: i64, status: &str) {
+    let payload = prost::Message::encode_to_vec(&birth_payload(subject, "Outbox"));
+    sqlx::query(
+        "INSERT INTO govbus_outbox (record_type, subject_id, record_key, version, status, issued_at_unix, payload) \
+         VALUES ('birth_certificate', $1, 'I-TN OUTBOX', $2, $3, 642729600, $4)",
+    )
+    .bind(subject)
+    .bind(version)
+    .bind(status)
+    .bind(payload)
+    .execute(pool)
+    .await
+    .expect("outbox row");
+}

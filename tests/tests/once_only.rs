@@ -1,0 +1,64 @@
+//! The once-only path end to end: adapter → Kafka → broker → evidence.
+
+use govbus_proto::v1::{EvidenceStatus, PublishOutcome, RecordStatus};
+use govbus_tests::*;
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_record_reads_back_byte_equal_with_provenance() {
+    let bus = TestBus::start();
+    let broker = bus.broker(bus.broker_config("showcase.db")).await;
+    let adapter = bus
+        .adapter(bus.adapter_config("civil-registry", "fhdy"))
+        .await;
+
+    let subject = pinfl(1);
+    let mut record = birth_record(&subject, 1, "Aziz");
+    // Whatever a caller claims as source is replaced by the adapter's identity.
+    record.source_agency = "someone-else".into();
+    let sent_payload = record.payload.clone().unwrap();
+
+    let reply = publish(&adapter, vec![record])
+        .await
+        .expect("publish succeeds");
+    assert_eq!(reply.results.len(), 1);
+    let result = &reply.results[0];
+    assert_eq!(
+        result.outcome,
+        PublishOutcome::Accepted as i32,
+        "{result:?}"
+    );
+    assert_eq!(result.topic, "govbus.records.birth_certificate");
+    assert!(result.offset >= 0);
+    let id = uuid::Uuid::parse_str(&result.record_id).expect("assigned id is a uuid");
+    assert_eq!(id.get_version_num(), 7);
+
+    let answer = wait_for_evidence(
+        &broker,
+        evidence_request(&subject, "birth_certificate"),
+        |r| !r.evidence.is_empty(),
+    )
+    .await;
+    assert!(!answer.request_id.is_empty(), "a request id is assigned");
+    assert!(answer.showcase_as_of.is_some());
+    assert_eq!(answer.evidence.len(), 1);
+    let evidence = &answer.evidence[0];
+    assert_eq!(evidence.status, EvidenceStatus::Valid as i32);
+    let got = evidence.record.as_ref().unwrap();
+    assert_eq!(
+        got.payload.as_ref().unwrap(),
+        &sent_payload,
+        "payload byte-equal"
+    );
+    assert_eq!(got.record_id, result.record_id);
+    assert_eq!(got.source_agency, "civil-registry");
+    assert_eq!(got.source_system, "fhdy");
+    assert_eq!(got.content_hash, govbus_core::content_hash(got));
+    let provenance = evidence.provenance.as_ref().unwrap();
+    assert_eq!(provenance.topic, result.topic);
+    assert_eq!(provenance.partition, result.partition);
+    assert_eq!(provenance.offset, result.offset);
+
+    adapter.stop().await;
+    broker.stop().await;
+}
