@@ -326,14 +326,11 @@ pub async fn agency_outbox(bus: &TestBus, db: &str) -> sqlx::AnyPool {
     let db = govbus_store::Database::connect(&bus.sqlite_url(db))
         .await
         .expect("agency database");
-    sqlx::query(
-        "CREATE TABLE govbus_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, record_type TEXT NOT NULL, \
-         subject_id TEXT NOT NULL, record_key TEXT NOT NULL, version BIGINT NOT NULL, \
-         status TEXT NOT NULL, issued_at_unix BIGINT NOT NULL, payload BLOB NOT NULL)",
-    )
-    .execute(&db.pool)
-    .await
-    .expect("outbox table");
+    let ddl = govbus_adapter::outbox_table_ddl("govbus_outbox", db.backend);
+    sqlx::query(sqlx::AssertSqlSafe(ddl))
+        .execute(&db.pool)
+        .await
+        .expect("outbox table");
     db.pool
 }
 

@@ -1,8 +1,7 @@
 //! The once-only path end to end: adapter → Kafka → broker → evidence.
 
-use govbus_proto::v1::{EvidenceStatus, PublishOutcome, RecordStatus};
+use govbus_proto::v1::{EvidenceStatus, PublishOutcome};
 use govbus_tests::*;
-use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_record_reads_back_byte_equal_with_provenance() {

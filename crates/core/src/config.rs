@@ -42,3 +42,59 @@ where
         .extract()
         .map_err(|e| ConfigError(e.to_string().replace('\n', "; ")))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use figment::Jail;
+
+    use super::*;
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Sample {
+        listen: String,
+        kafka: Nested,
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Nested {
+        bootstrap_servers: String,
+        client: BTreeMap<String, String>,
+    }
+
+    #[test]
+    fn file_then_environment() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "govbus.toml",
+                "listen = \"127.0.0.1:1\"\n[kafka]\nbootstrap_servers = \"a:1\"\n",
+            )?;
+            jail.set_env("GOVBUS_KAFKA__BOOTSTRAP_SERVERS", "b:2");
+            jail.set_env("GOVBUS_KAFKA__CLIENT__SECURITY_PROTOCOL", "ssl");
+            let s: Sample = load(Some(Path::new("govbus.toml"))).unwrap();
+            assert_eq!(s.listen, "127.0.0.1:1");
+            assert_eq!(s.kafka.bootstrap_servers, "b:2");
+            assert_eq!(s.kafka.client["security_protocol"], "ssl");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        Jail::expect_with(|jail| {
+            let missing = load::<Sample>(Some(Path::new("nope.toml"))).unwrap_err();
+            assert!(
+                missing.to_string().contains("nope.toml does not exist"),
+                "{missing}"
+            );
+
+            jail.create_file("bad.toml", "lisen = \"x\"\n")?;
+            let unknown = load::<Sample>(Some(Path::new("bad.toml"))).unwrap_err();
+            assert!(unknown.to_string().contains("lisen"), "{unknown}");
+            Ok(())
+        });
+    }
+}

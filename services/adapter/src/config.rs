@@ -130,3 +130,56 @@ impl AdapterConfig {
         format!("agency/{}/system/{}", self.agency, self.system)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> AdapterConfig {
+        AdapterConfig {
+            agency: "civil-registry".into(),
+            system: "fhdy".into(),
+            kafka: KafkaSettings {
+                bootstrap_servers: "127.0.0.1:9092".into(),
+                ..KafkaSettings::default()
+            },
+            ..AdapterConfig::default()
+        }
+    }
+
+    #[test]
+    fn validation_names_the_setting() {
+        valid().validate().unwrap();
+        let check = |mutate: fn(&mut AdapterConfig), expected: &str| {
+            let mut c = valid();
+            mutate(&mut c);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(expected), "{e:?} lacks {expected:?}");
+        };
+        check(
+            |c| c.agency = "Civil Registry".into(),
+            "agency \"Civil Registry\"",
+        );
+        check(|c| c.system.clear(), "system \"\"");
+        check(|c| c.max_batch = 0, "max_batch");
+        check(
+            |c| {
+                c.outbox = Some(OutboxConfig {
+                    database_url: "mysql://x".into(),
+                    ..OutboxConfig::default()
+                })
+            },
+            "outbox.database_url",
+        );
+        check(
+            |c| {
+                c.outbox = Some(OutboxConfig {
+                    database_url: "sqlite://x.db".into(),
+                    table: "outbox; DROP TABLE x".into(),
+                    ..OutboxConfig::default()
+                })
+            },
+            "outbox.table",
+        );
+    }
+}

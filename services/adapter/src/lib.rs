@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 pub use config::{AdapterConfig, OutboxConfig};
 pub use grpc::{AdapterService, PublishError};
-pub use outbox::{OutboxConnector, OutboxError};
+pub use outbox::{OutboxConnector, OutboxError, outbox_table_ddl};
 pub use publisher::{Prepared, Publisher};
 
 #[derive(Debug, thiserror::Error)]

@@ -30,6 +30,20 @@ use tracing::{info, warn};
 
 use crate::{OutboxConfig, publisher::Publisher};
 
+/// The outbox table as an agency creates it in its own database; the
+/// connector needs exactly these columns (extra columns are ignored).
+pub fn outbox_table_ddl(table: &str, backend: govbus_store::Backend) -> String {
+    let (id, blob) = match backend {
+        govbus_store::Backend::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB"),
+        govbus_store::Backend::Postgres => ("BIGSERIAL PRIMARY KEY", "BYTEA"),
+    };
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (id {id}, record_type TEXT NOT NULL, \
+         subject_id TEXT NOT NULL, record_key TEXT NOT NULL, version BIGINT NOT NULL, \
+         status TEXT NOT NULL, issued_at_unix BIGINT NOT NULL, payload {blob} NOT NULL)"
+    )
+}
+
 const CREATE_PROGRESS: &str = "CREATE TABLE IF NOT EXISTS govbus_outbox_progress (\
      connector TEXT PRIMARY KEY, last_id BIGINT NOT NULL, updated_at_us BIGINT NOT NULL)";
 const CREATE_REJECTED: &str = "CREATE TABLE IF NOT EXISTS govbus_outbox_rejected (\

@@ -1,0 +1,269 @@
+//! `govbus run`: the whole bus on one machine with no set-up — an embedded
+//! Kafka-protocol cluster, the broker, and two demo agencies (civil registry
+//! and interior ministry), each with its own adapter and its own SQLite
+//! database of synthetic citizens published through its outbox table.
+
+mod names;
+pub mod population;
+pub mod records;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context, Result, bail};
+use govbus_adapter::{Adapter, AdapterConfig, OutboxConfig, outbox_table_ddl};
+use govbus_broker::{Broker, BrokerConfig};
+use govbus_core::Catalog;
+use govbus_kafka::{EmbeddedCluster, KafkaSettings};
+use govbus_store::{Database, Showcase};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use records::OutboxRow;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Where the demo keeps its SQLite databases; recreated at each start.
+    pub data_dir: PathBuf,
+    /// Size of the synthetic population.
+    pub citizens: usize,
+    /// Same seed, same citizens.
+    pub seed: u64,
+    pub broker_listen: SocketAddr,
+    pub civil_registry_listen: SocketAddr,
+    pub interior_listen: SocketAddr,
+    /// Leave `bootstrap_servers` empty for the embedded cluster.
+    pub kafka: KafkaSettings,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("var/demo"),
+            citizens: 1000,
+            seed: 2026,
+            broker_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            civil_registry_listen: SocketAddr::from(([127, 0, 0, 1], 50061)),
+            interior_listen: SocketAddr::from(([127, 0, 0, 1], 50062)),
+            kafka: KafkaSettings::default(),
+        }
+    }
+}
+
+/// The demo's files; nothing else in `data_dir` is touched.
+const DEMO_DATABASES: &[&str] = &["showcase.db", "civil-registry.db", "interior.db"];
+
+/// A built demo: cluster up, databases seeded, services listening.
+pub struct Demo {
+    cluster: Option<EmbeddedCluster>,
+    kafka: String,
+    broker: Broker,
+    adapters: Vec<(&'static str, Adapter)>,
+    data_dir: PathBuf,
+    example_subject: String,
+    expected_records: i64,
+}
+
+impl Demo {
+    pub async fn build(config: DemoConfig) -> Result<Self> {
+        if config.citizens == 0 || config.citizens > 1_000_000 {
+            bail!("invalid configuration: citizens must be between 1 and 1000000");
+        }
+        let catalog = Catalog::builtin();
+        let mut kafka = config.kafka.clone();
+        let cluster = if kafka.bootstrap_servers.is_empty() {
+            let mut topics = catalog.topics();
+            topics.push(govbus_kafka::DEAD_LETTER_TOPIC.into());
+            let cluster = EmbeddedCluster::start(1, &topics, 3)?;
+            kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
+            kafka.manage_topics = false;
+            Some(cluster)
+        } else {
+            None
+        };
+
+        let people = population::citizens(config.seed, config.citizens);
+        let couples = population::marriages(config.seed, &people);
+        let civil = records::civil_registry(config.seed, &people, &couples);
+        let interior = records::interior(config.seed, &people);
+        let expected_records = current_records(&civil) + current_records(&interior);
+        let example_subject = couples
+            .first()
+            .map(|&(husband, _, _)| people[husband].pinfl.clone())
+            .unwrap_or_else(|| people[0].pinfl.clone());
+
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+        for name in DEMO_DATABASES {
+            for suffix in ["", "-wal", "-shm"] {
+                let path = config.data_dir.join(format!("{name}{suffix}"));
+                if path.exists() {
+                    std::fs::remove_file(&path)
+                        .with_context(|| format!("cannot remove {}", path.display()))?;
+                }
+            }
+        }
+        let url = |name: &str| format!("sqlite://{}", config.data_dir.join(name).display());
+        seed_outbox(&url("civil-registry.db"), &civil).await?;
+        seed_outbox(&url("interior.db"), &interior).await?;
+
+        let broker = Broker::build(BrokerConfig {
+            listen: config.broker_listen,
+            database_url: url("showcase.db"),
+            kafka: kafka.clone(),
+            ..BrokerConfig::default()
+        })
+        .await
+        .context("broker did not start")?;
+        let mut adapters = Vec::new();
+        for (name, agency, system, listen) in [
+            (
+                "civil-registry",
+                "civil-registry",
+                "fhdy",
+                config.civil_registry_listen,
+            ),
+            (
+                "interior",
+                "interior",
+                "address-bureau",
+                config.interior_listen,
+            ),
+        ] {
+            let adapter = Adapter::build(AdapterConfig {
+                agency: agency.into(),
+                system: system.into(),
+                listen,
+                kafka: kafka.clone(),
+                outbox: Some(OutboxConfig {
+                    database_url: url(&format!("{name}.db")),
+                    ..OutboxConfig::default()
+                }),
+                ..AdapterConfig::default()
+            })
+            .await
+            .with_context(|| format!("{name} adapter did not start"))?;
+            adapters.push((name, adapter));
+        }
+        Ok(Self {
+            cluster,
+            kafka: kafka.bootstrap_servers,
+            broker,
+            adapters,
+            data_dir: config.data_dir,
+            example_subject,
+            expected_records,
+        })
+    }
+
+    /// `(name, address)` of everything a person can connect to.
+    pub fn endpoints(&self) -> Vec<(String, String)> {
+        let mut endpoints = vec![
+            ("kafka".to_string(), self.kafka.clone()),
+            ("broker".to_string(), self.broker.local_addr().to_string()),
+        ];
+        for (name, adapter) in &self.adapters {
+            endpoints.push((name.to_string(), adapter.local_addr().to_string()));
+        }
+        endpoints
+    }
+
+    pub fn data_dir(&self) -> &PathBuf {
+        &self.data_dir
+    }
+
+    /// A citizen with a birth, a marriage and an address on record.
+    pub fn example_subject(&self) -> &str {
+        &self.example_subject
+    }
+
+    /// Serves until `shutdown`; then stops the adapters (flushing their
+    /// producers), the broker (committing its offsets) and the cluster.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let showcase = self.broker.showcase().clone();
+        let expected = self.expected_records;
+        let progress = tokio::spawn(report_loaded(showcase, expected, shutdown.child_token()));
+
+        let adapters_stop = CancellationToken::new();
+        let broker_stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        for (name, adapter) in self.adapters {
+            let stop = adapters_stop.clone();
+            tasks.push(tokio::spawn(async move {
+                adapter
+                    .run(stop)
+                    .await
+                    .with_context(|| format!("{name} adapter failed"))
+            }));
+        }
+        let broker = tokio::spawn(self.broker.run(broker_stop.clone()));
+
+        shutdown.cancelled().await;
+        adapters_stop.cancel();
+        for task in tasks {
+            task.await??;
+        }
+        broker_stop.cancel();
+        broker.await?.context("broker failed")?;
+        progress.abort();
+        drop(self.cluster);
+        Ok(())
+    }
+}
+
+/// How many records the showcase will hold once every row is ingested:
+/// one per (type, subject, key), whatever the number of versions.
+fn current_records(rows: &[OutboxRow]) -> i64 {
+    let keys: std::collections::HashSet<_> = rows
+        .iter()
+        .map(|r| (r.record_type, &r.subject_id, &r.record_key))
+        .collect();
+    keys.len() as i64
+}
+
+async fn seed_outbox(url: &str, rows: &[OutboxRow]) -> Result<()> {
+    let db = Database::connect(url).await?;
+    let ddl = outbox_table_ddl("govbus_outbox", db.backend);
+    sqlx::query(sqlx::AssertSqlSafe(ddl))
+        .execute(&db.pool)
+        .await?;
+    let mut tx = db.pool.begin().await?;
+    for row in rows {
+        sqlx::query(
+            "INSERT INTO govbus_outbox (record_type, subject_id, record_key, version, status, issued_at_unix, payload) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(row.record_type)
+        .bind(row.subject_id.as_str())
+        .bind(row.record_key.as_str())
+        .bind(row.version)
+        .bind(row.status)
+        .bind(row.issued_at_unix)
+        .bind(row.payload.as_slice())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    db.pool.close().await;
+    Ok(())
+}
+
+async fn report_loaded(showcase: Showcase, expected: i64, stop: CancellationToken) {
+    let started = tokio::time::Instant::now();
+    while !stop.is_cancelled() {
+        match showcase.count().await {
+            Ok(n) if n >= expected => {
+                info!(
+                    records = n,
+                    seconds = started.elapsed().as_secs_f32(),
+                    "demo data is in the showcase"
+                );
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot count showcase records"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,188 @@
+//! Name and place lists for the synthetic demo population.
+
+pub const MALE_NAMES: &[&str] = &[
+    "Aziz", "Bekzod", "Jasur", "Sardor", "Otabek", "Sherzod", "Dilshod", "Farrux", "Rustam",
+    "Ulug'bek", "Javlon", "Akmal", "Bobur", "Temur", "Islom", "Shoxrux", "Jamshid", "Alisher",
+    "Nodir", "Sanjar", "Doniyor", "Abdulla", "Eldor", "Behruz", "Anvar", "Zafar", "Hamid",
+    "Ibrohim", "Komil", "Mansur", "Oybek", "Qahramon", "Rahmon", "Sarvar", "Toxir", "Umid",
+];
+
+pub const FEMALE_NAMES: &[&str] = &[
+    "Dilnoza",
+    "Nilufar",
+    "Malika",
+    "Shahnoza",
+    "Gulnora",
+    "Zarina",
+    "Madina",
+    "Sevara",
+    "Kamola",
+    "Feruza",
+    "Mohira",
+    "Nodira",
+    "Dildora",
+    "Gulchehra",
+    "Munisa",
+    "Sabina",
+    "Laylo",
+    "Zuhra",
+    "Barno",
+    "Nigora",
+    "Charos",
+    "Durdona",
+    "E'zoza",
+    "Hilola",
+    "Iroda",
+    "Lola",
+    "Maftuna",
+    "Nozima",
+    "Ozoda",
+    "Rayhon",
+    "Sitora",
+    "Umida",
+    "Yulduz",
+    "Ziyoda",
+];
+
+/// Surname stems; men take "-ov"/"-ev", women "-ova"/"-eva".
+pub const SURNAMES: &[&str] = &[
+    "Karimov",
+    "Rahimov",
+    "Yusupov",
+    "Tursunov",
+    "Abdullayev",
+    "Ismoilov",
+    "Nazarov",
+    "Xolmatov",
+    "Qodirov",
+    "Mirzayev",
+    "Saidov",
+    "Umarov",
+    "Aliyev",
+    "Ergashev",
+    "Sobirov",
+    "Normatov",
+    "Jo'rayev",
+    "Hasanov",
+    "Usmonov",
+    "Rasulov",
+    "Sharipov",
+    "Toshmatov",
+    "Valiyev",
+    "Zokirov",
+    "Murodov",
+    "Haydarov",
+    "Qosimov",
+    "Raximov",
+    "Salimov",
+    "Fayziyev",
+];
+
+/// (region, series letters on civil documents, districts).
+pub const REGIONS: &[(&str, &str, &[&str])] = &[
+    (
+        "Toshkent shahri",
+        "TN",
+        &[
+            "Yunusobod tumani",
+            "Chilonzor tumani",
+            "Mirzo Ulug'bek tumani",
+            "Shayxontohur tumani",
+            "Yakkasaroy tumani",
+        ],
+    ),
+    (
+        "Toshkent viloyati",
+        "TV",
+        &[
+            "Chirchiq shahri",
+            "Olmaliq shahri",
+            "Zangiota tumani",
+            "Qibray tumani",
+        ],
+    ),
+    (
+        "Samarqand viloyati",
+        "SM",
+        &["Samarqand shahri", "Urgut tumani", "Kattaqo'rg'on tumani"],
+    ),
+    (
+        "Buxoro viloyati",
+        "BX",
+        &["Buxoro shahri", "G'ijduvon tumani", "Kogon tumani"],
+    ),
+    (
+        "Andijon viloyati",
+        "AN",
+        &["Andijon shahri", "Asaka tumani", "Xonobod shahri"],
+    ),
+    (
+        "Farg'ona viloyati",
+        "FR",
+        &["Farg'ona shahri", "Marg'ilon shahri", "Qo'qon shahri"],
+    ),
+    (
+        "Namangan viloyati",
+        "NM",
+        &["Namangan shahri", "Chust tumani", "Pop tumani"],
+    ),
+    (
+        "Qashqadaryo viloyati",
+        "QD",
+        &["Qarshi shahri", "Shahrisabz tumani"],
+    ),
+    (
+        "Surxondaryo viloyati",
+        "SR",
+        &["Termiz shahri", "Denov tumani"],
+    ),
+    ("Xorazm viloyati", "XR", &["Urganch shahri", "Xiva tumani"]),
+    (
+        "Navoiy viloyati",
+        "NV",
+        &["Navoiy shahri", "Zarafshon shahri"],
+    ),
+    (
+        "Jizzax viloyati",
+        "JZ",
+        &["Jizzax shahri", "G'allaorol tumani"],
+    ),
+    (
+        "Sirdaryo viloyati",
+        "SD",
+        &["Guliston shahri", "Yangiyer shahri"],
+    ),
+    (
+        "Qoraqalpog'iston Respublikasi",
+        "QR",
+        &["Nukus shahri", "Xo'jayli tumani"],
+    ),
+];
+
+pub const STREETS: &[&str] = &[
+    "Amir Temur ko'chasi",
+    "Alisher Navoiy ko'chasi",
+    "Mustaqillik ko'chasi",
+    "Bobur ko'chasi",
+    "Istiqlol ko'chasi",
+    "Shota Rustaveli ko'chasi",
+    "Mirzo Ulug'bek ko'chasi",
+    "Bunyodkor shoh ko'chasi",
+    "Nukus ko'chasi",
+    "Beruniy ko'chasi",
+    "Oybek ko'chasi",
+    "Cho'lpon ko'chasi",
+];
+
+pub const MAHALLAS: &[&str] = &[
+    "Navbahor MFY",
+    "Guliston MFY",
+    "Bog'bon MFY",
+    "Do'stlik MFY",
+    "Yangi hayot MFY",
+    "Olmazor MFY",
+    "Tinchlik MFY",
+    "Ravshan MFY",
+    "Obod MFY",
+    "Nurafshon MFY",
+];
