@@ -349,3 +349,55 @@ pub async fn write_outbox_birth(pool: &sqlx::AnyPool, subject: &str, version: i6
     .await
     .expect("outbox row");
 }
+
+/// Every message on `topic`, read from the beginning: (key, headers as strings).
+pub fn read_topic(bus: &TestBus, topic: &str) -> Vec<(String, Vec<(String, String)>)> {
+    use rdkafka::{
+        Message, Offset, TopicPartitionList,
+        consumer::{BaseConsumer, Consumer},
+        message::Headers,
+    };
+    let consumer: BaseConsumer = bus
+        .kafka()
+        .client_config()
+        .set("group.id", "govbus-tests-reader")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("reader consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .expect("topic metadata");
+    let partitions = metadata.topics()[0].partitions().len();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p as i32, Offset::Beginning)
+            .expect("partition offset");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut messages = Vec::new();
+    let mut at_end = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while at_end < partitions && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                                (h.key.to_string(), value.into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                messages.push((key, headers));
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => at_end += 1,
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    messages
+}

@@ -61,3 +61,41 @@ async fn published_record_reads_back_byte_equal_with_provenance() {
     adapter.stop().await;
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_trace_continues_into_kafka_headers() {
+    let bus = TestBus::start();
+    let adapter = bus.adapter(bus.adapter_config("civil-registry", "fhdy")).await;
+    let subject = pinfl(2);
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    let mut request = tonic::Request::new(govbus_proto::v1::PublishRequest {
+        records: vec![birth_record(&subject, 1, "Aziz")],
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01").parse().unwrap(),
+    );
+    adapter.adapter_client().await.publish(request).await.unwrap();
+
+    let messages = read_topic(&bus, "govbus.records.birth_certificate");
+    assert_eq!(messages.len(), 1);
+    let (key, headers) = &messages[0];
+    assert_eq!(key, &subject, "keyed by subject");
+    let traceparent = headers
+        .iter()
+        .find(|(k, _)| k == "traceparent")
+        .map(|(_, v)| v.clone())
+        .expect("traceparent header");
+    assert!(
+        traceparent.starts_with(&format!("00-{trace_id}-")),
+        "{traceparent} does not continue trace {trace_id}"
+    );
+    assert!(
+        !traceparent.contains("00f067aa0ba902b7"),
+        "the adapter's own span is the parent, not the caller's"
+    );
+    assert!(headers.iter().any(|(k, v)| k == "govbus-record-type" && v == "birth_certificate"));
+
+    adapter.stop().await;
+}

@@ -39,7 +39,9 @@ impl RecordProducer {
         let mut config = settings.client_config();
         // Defaults a caller may tune through kafka.client ...
         for (key, value) in [
-            ("message.timeout.ms", "30000"),
+            // Below the gRPC server timeout (30 s), so a caller gets per-record
+            // outcomes rather than a deadline error when Kafka is down.
+            ("message.timeout.ms", "20000"),
             ("linger.ms", "2"),
             ("compression.type", "lz4"),
         ] {
