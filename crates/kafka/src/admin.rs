@@ -1,6 +1,8 @@
 //! Creating record topics through the Kafka admin API: production clusters
 //! (and tansu's durable engine) do not auto-create topics.
 
+use std::time::Duration;
+
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
@@ -28,7 +30,10 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[String]) -> Resul
         })
         .collect();
     let results = admin
-        .create_topics(&new_topics, &AdminOptions::new())
+        .create_topics(
+            &new_topics,
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(30))),
+        )
         .await?;
     for result in results {
         match result {
