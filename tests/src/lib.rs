@@ -385,7 +385,8 @@ pub fn read_topic(bus: &TestBus, topic: &str) -> Vec<(String, Vec<(String, Strin
                     .map(|h| {
                         h.iter()
                             .map(|h| {
-                                let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                                let value =
+                                    h.value.map(String::from_utf8_lossy).unwrap_or_default();
                                 (h.key.to_string(), value.into_owned())
                             })
                             .collect()

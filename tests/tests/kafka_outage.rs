@@ -17,18 +17,28 @@ async fn publish_reports_failure_while_kafka_is_down_and_recovers() {
     let adapter = bus.adapter(config).await;
 
     let before = pinfl(600);
-    publish(&adapter, vec![birth_record(&before, 1, "Sevara")]).await.unwrap();
-    wait_for_evidence(&broker, evidence_request(&before, "birth_certificate"), |r| {
-        !r.evidence.is_empty()
-    })
+    publish(&adapter, vec![birth_record(&before, 1, "Sevara")])
+        .await
+        .unwrap();
+    wait_for_evidence(
+        &broker,
+        evidence_request(&before, "birth_certificate"),
+        |r| !r.evidence.is_empty(),
+    )
     .await;
 
     bus.cluster.broker_down(1).unwrap();
     let during = pinfl(601);
-    let reply = publish(&adapter, vec![birth_record(&during, 1, "Sevara")]).await.unwrap();
+    let reply = publish(&adapter, vec![birth_record(&during, 1, "Sevara")])
+        .await
+        .unwrap();
     let result = &reply.results[0];
     assert_eq!(result.outcome, PublishOutcome::Failed as i32, "{result:?}");
-    assert!(result.error.contains("kafka did not accept the record"), "{}", result.error);
+    assert!(
+        result.error.contains("kafka did not accept the record"),
+        "{}",
+        result.error
+    );
     // The showcase still answers.
     let answer = broker
         .once_only_client()
@@ -42,16 +52,20 @@ async fn publish_reports_failure_while_kafka_is_down_and_recovers() {
     let after = pinfl(602);
     let mut accepted = false;
     for _ in 0..20 {
-        let reply = publish(&adapter, vec![birth_record(&after, 1, "Sevara")]).await.unwrap();
+        let reply = publish(&adapter, vec![birth_record(&after, 1, "Sevara")])
+            .await
+            .unwrap();
         if reply.results[0].outcome == PublishOutcome::Accepted as i32 {
             accepted = true;
             break;
         }
     }
     assert!(accepted, "publishing recovers once Kafka is back");
-    wait_for_evidence(&broker, evidence_request(&after, "birth_certificate"), |r| {
-        !r.evidence.is_empty()
-    })
+    wait_for_evidence(
+        &broker,
+        evidence_request(&after, "birth_certificate"),
+        |r| !r.evidence.is_empty(),
+    )
     .await;
 
     adapter.stop().await;

@@ -65,7 +65,9 @@ async fn published_record_reads_back_byte_equal_with_provenance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callers_trace_continues_into_kafka_headers() {
     let bus = TestBus::start();
-    let adapter = bus.adapter(bus.adapter_config("civil-registry", "fhdy")).await;
+    let adapter = bus
+        .adapter(bus.adapter_config("civil-registry", "fhdy"))
+        .await;
     let subject = pinfl(2);
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
 
@@ -74,9 +76,16 @@ async fn the_callers_trace_continues_into_kafka_headers() {
     });
     request.metadata_mut().insert(
         "traceparent",
-        format!("00-{trace_id}-00f067aa0ba902b7-01").parse().unwrap(),
+        format!("00-{trace_id}-00f067aa0ba902b7-01")
+            .parse()
+            .unwrap(),
     );
-    adapter.adapter_client().await.publish(request).await.unwrap();
+    adapter
+        .adapter_client()
+        .await
+        .publish(request)
+        .await
+        .unwrap();
 
     let messages = read_topic(&bus, "govbus.records.birth_certificate");
     assert_eq!(messages.len(), 1);
@@ -95,7 +104,11 @@ async fn the_callers_trace_continues_into_kafka_headers() {
         !traceparent.contains("00f067aa0ba902b7"),
         "the adapter's own span is the parent, not the caller's"
     );
-    assert!(headers.iter().any(|(k, v)| k == "govbus-record-type" && v == "birth_certificate"));
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "govbus-record-type" && v == "birth_certificate")
+    );
 
     adapter.stop().await;
 }

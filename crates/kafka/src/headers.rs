@@ -11,7 +11,10 @@ pub struct HeaderInjector(pub Vec<(String, String)>);
 
 impl TraceInjector for HeaderInjector {
     fn set(&mut self, key: &str, value: String) {
-        self.0.push((key.to_string(), value));
+        // An empty tracestate carries nothing; leave the header out.
+        if !value.is_empty() {
+            self.0.push((key.to_string(), value));
+        }
     }
 }
 

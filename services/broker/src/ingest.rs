@@ -98,9 +98,12 @@ impl Ingestor {
             .set("group.id", group_id)
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false");
+        // fetch.wait.max.ms bounds how long a new record can sit unfetched
+        // on an idle partition; brokers answer early once data arrives.
         for (key, value) in [
             ("auto.offset.reset", "earliest"),
             ("auto.commit.interval.ms", "1000"),
+            ("fetch.wait.max.ms", "50"),
         ] {
             if !kafka.sets(key) {
                 config.set(key, value);
