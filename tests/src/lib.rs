@@ -96,6 +96,15 @@ impl TestBus {
         Running::new(addr, shutdown, task)
     }
 
+    /// The usual pair: a broker on `showcase.db` and the civil registry's adapter.
+    pub async fn broker_and_civil_registry(&self) -> (Running, Running) {
+        let broker = self.broker(self.broker_config("showcase.db")).await;
+        let adapter = self
+            .adapter(self.adapter_config("civil-registry", "fhdy"))
+            .await;
+        (broker, adapter)
+    }
+
     pub async fn adapter(&self, config: AdapterConfig) -> Running {
         let adapter = Adapter::build(config).await.expect("adapter builds");
         let addr = adapter.local_addr();
@@ -258,6 +267,18 @@ pub async fn wait_for_evidence(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("evidence never matched; last answer: {last:?}");
+}
+
+/// Waits until the broker holds at least one `record_type` record about `subject`.
+pub async fn wait_for_records(
+    broker: &Running,
+    subject: &str,
+    record_type: &str,
+) -> GetEvidenceResponse {
+    wait_for_evidence(broker, evidence_request(subject, record_type), |r| {
+        !r.evidence.is_empty()
+    })
+    .await
 }
 
 /// Polls `check` until it returns true, or panics after 20 s with `what`.

@@ -72,12 +72,7 @@ async fn malformed_records_are_rejected_and_nothing_is_stored() {
         .await
         .unwrap();
     assert_eq!(reply.results[0].outcome, PublishOutcome::Accepted as i32);
-    wait_for_evidence(
-        &broker,
-        evidence_request(&sentinel, "birth_certificate"),
-        |r| !r.evidence.is_empty(),
-    )
-    .await;
+    wait_for_records(&broker, &sentinel, "birth_certificate").await;
     assert_eq!(
         topic_message_count(&bus, BIRTH_TOPIC),
         1,
@@ -129,12 +124,7 @@ async fn refused_records_go_to_dead_letters_and_ingest_carries_on() {
         .await
         .unwrap();
 
-    wait_for_evidence(
-        &broker,
-        evidence_request(&subject, "birth_certificate"),
-        |r| !r.evidence.is_empty(),
-    )
-    .await;
+    wait_for_records(&broker, &subject, "birth_certificate").await;
     eventually("two dead letters", || async {
         topic_message_count(&bus, govbus_kafka::DEAD_LETTER_TOPIC) == 2
     })
@@ -156,12 +146,7 @@ async fn evidence_requests_are_checked_and_minimised() {
     publish(&adapter, vec![birth_record(&subject, 1, "Malika")])
         .await
         .unwrap();
-    wait_for_evidence(
-        &broker,
-        evidence_request(&subject, "birth_certificate"),
-        |r| !r.evidence.is_empty(),
-    )
-    .await;
+    wait_for_records(&broker, &subject, "birth_certificate").await;
     let mut client = broker.once_only_client().await;
 
     let cases: [(GetEvidenceRequest, Code, &str); 6] = [

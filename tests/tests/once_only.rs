@@ -32,12 +32,7 @@ async fn published_record_reads_back_byte_equal_with_provenance() {
     let id = uuid::Uuid::parse_str(&result.record_id).expect("assigned id is a uuid");
     assert_eq!(id.get_version_num(), 7);
 
-    let answer = wait_for_evidence(
-        &broker,
-        evidence_request(&subject, "birth_certificate"),
-        |r| !r.evidence.is_empty(),
-    )
-    .await;
+    let answer = wait_for_records(&broker, &subject, "birth_certificate").await;
     assert!(!answer.request_id.is_empty(), "a request id is assigned");
     assert!(answer.showcase_as_of.is_some());
     assert_eq!(answer.evidence.len(), 1);

@@ -108,12 +108,7 @@ async fn a_record_delivered_twice_is_stored_once() {
     publish(&adapter, vec![birth_record(&subject, 1, "Jasur")])
         .await
         .unwrap();
-    let answer = wait_for_evidence(
-        &broker,
-        evidence_request(&subject, "birth_certificate"),
-        |r| !r.evidence.is_empty(),
-    )
-    .await;
+    let answer = wait_for_records(&broker, &subject, "birth_certificate").await;
     let stored = answer.evidence[0].record.clone().unwrap();
     let first_offset = answer.evidence[0].provenance.as_ref().unwrap().offset;
 

@@ -24,12 +24,7 @@ async fn outbox_rows_reach_the_showcase_once_across_restarts() {
     write_outbox_birth(&agency_db, &pinfl(120), 1, "active").await;
 
     let adapter = bus.adapter(config.clone()).await;
-    let answer = wait_for_evidence(
-        &broker,
-        evidence_request(&pinfl(120), "birth_certificate"),
-        |r| !r.evidence.is_empty(),
-    )
-    .await;
+    let answer = wait_for_records(&broker, &pinfl(120), "birth_certificate").await;
     assert_eq!(
         answer.evidence[0].record.as_ref().unwrap().source_agency,
         "civil-registry"
