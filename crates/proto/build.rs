@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "govbus/v1/record.proto",
         "govbus/v1/adapter.proto",
         "govbus/v1/once_only.proto",
+        "govbus/v1/consent.proto",
         "govbus/records/v1/common.proto",
         "govbus/records/v1/civil_registry.proto",
         "govbus/records/v1/interior.proto",

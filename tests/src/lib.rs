@@ -2,7 +2,7 @@
 //! builders and polling helpers. Everything real: rdkafka against the mock
 //! cluster, sqlx against SQLite files in a temporary folder.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use govbus_adapter::{Adapter, AdapterConfig, OutboxConfig};
 use govbus_broker::{Broker, BrokerConfig};
@@ -15,13 +15,59 @@ use govbus_proto::{
         RecordStatus, agency_adapter_client::AgencyAdapterClient, once_only_client::OnceOnlyClient,
     },
 };
+use govbus_security::{Identity, TlsMaterial, TlsSettings, pki};
 use prost_types::Timestamp;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-/// One embedded Kafka cluster and a scratch folder for databases.
+pub const BROKER: &str = "agency/govbus/system/broker";
+pub const FHDY: &str = "agency/civil-registry/system/fhdy";
+pub const INTERIOR: &str = "agency/interior/system/address-bureau";
+pub const PORTAL: &str = "agency/egov/system/portal";
+/// The tax committee: granted two fields of birth certificates for one purpose.
+pub const TAX: &str = "agency/tax/system/soliq";
+/// A system with a valid certificate and no grant at all.
+pub const STRANGER: &str = "agency/sport/system/registry";
+
+pub fn id(identity: &str) -> Identity {
+    identity.parse().expect("test identity")
+}
+
+/// The policy every test broker starts with.
+pub const TEST_POLICY: &str = r#"
+[consent]
+managed_by = "agency/egov/system/portal"
+required = ["address_registration"]
+
+[[grant]]
+consumer = "agency/egov/system/portal"
+record_type = "birth_certificate"
+purposes = ["test-service-001"]
+fields = ["*"]
+
+[[grant]]
+consumer = "agency/egov/system/portal"
+record_type = "marriage_certificate"
+purposes = ["test-service-001"]
+fields = ["*"]
+
+[[grant]]
+consumer = "agency/egov/system/portal"
+record_type = "address_registration"
+purposes = ["test-service-001"]
+fields = ["*"]
+
+[[grant]]
+consumer = "agency/tax/system/soliq"
+record_type = "birth_certificate"
+purposes = ["tax-deduction-children"]
+fields = ["child", "date_of_birth"]
+"#;
+
+/// One embedded Kafka cluster, a CA with certificates for the test systems,
+/// a policy file and a scratch folder for databases.
 pub struct TestBus {
     pub cluster: EmbeddedCluster,
     pub dir: TempDir,
@@ -30,12 +76,40 @@ pub struct TestBus {
 impl TestBus {
     pub fn start() -> Self {
         govbus_telemetry::init_for_tests("govbus-tests");
+        govbus_security::install_crypto_provider();
         let mut topics = Catalog::builtin().topics();
         topics.push(govbus_kafka::DEAD_LETTER_TOPIC.into());
-        Self {
+        let bus = Self {
             cluster: EmbeddedCluster::start(1, &topics, 3).expect("embedded cluster starts"),
             dir: tempfile::tempdir().expect("temporary folder"),
-        }
+        };
+        let identities: Vec<Identity> = [BROKER, FHDY, INTERIOR, PORTAL, TAX, STRANGER]
+            .into_iter()
+            .map(id)
+            .collect();
+        pki::init_dir(&bus.certs_dir(), &identities).expect("test certificates");
+        std::fs::write(bus.policy_path(), TEST_POLICY).expect("test policy");
+        bus
+    }
+
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    pub fn policy_path(&self) -> PathBuf {
+        self.dir.path().join("policy.toml")
+    }
+
+    /// DER of the test CA, for offline signature checks.
+    pub fn ca_der(&self) -> Vec<u8> {
+        TlsMaterial::load(&self.tls(PORTAL))
+            .expect("portal tls")
+            .ca_der()
+            .to_vec()
+    }
+
+    pub fn tls(&self, identity: &str) -> TlsSettings {
+        pki::settings_in(&self.certs_dir(), &id(identity))
     }
 
     pub fn kafka(&self) -> KafkaSettings {
@@ -60,6 +134,9 @@ impl TestBus {
 
     pub fn broker_config(&self, db: &str) -> BrokerConfig {
         BrokerConfig {
+            tls: Some(self.tls(BROKER)),
+            policy_file: Some(self.policy_path()),
+            policy_reload_ms: 50,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: self.sqlite_url(db),
             kafka: self.kafka(),
@@ -67,10 +144,10 @@ impl TestBus {
         }
     }
 
-    pub fn adapter_config(&self, agency: &str, system: &str) -> AdapterConfig {
+    /// The adapter of `identity` (e.g. [`FHDY`]).
+    pub fn adapter_config(&self, identity: &str) -> AdapterConfig {
         AdapterConfig {
-            agency: agency.into(),
-            system: system.into(),
+            tls: Some(self.tls(identity)),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             kafka: self.kafka(),
             ..AdapterConfig::default()
@@ -85,6 +162,7 @@ impl TestBus {
         }
     }
 
+    /// Starts a broker; its clients call as the portal unless told otherwise.
     pub async fn broker(&self, config: BrokerConfig) -> Running {
         let broker = Broker::build(config).await.expect("broker builds");
         let addr = broker.local_addr();
@@ -93,19 +171,28 @@ impl TestBus {
             let shutdown = shutdown.clone();
             async move { broker.run(shutdown).await.map_err(anyhow::Error::from) }
         });
-        Running::new(addr, shutdown, task)
+        Running::new(addr, self.certs_dir(), id(PORTAL), shutdown, task)
     }
 
     /// The usual pair: a broker on `showcase.db` and the civil registry's adapter.
     pub async fn broker_and_civil_registry(&self) -> (Running, Running) {
         let broker = self.broker(self.broker_config("showcase.db")).await;
-        let adapter = self
-            .adapter(self.adapter_config("civil-registry", "fhdy"))
-            .await;
+        let adapter = self.adapter(self.adapter_config(FHDY)).await;
         (broker, adapter)
     }
 
+    /// Starts an adapter; its clients call as the adapter's own system.
     pub async fn adapter(&self, config: AdapterConfig) -> Running {
+        let identity = config
+            .tls
+            .as_ref()
+            .map(|tls| {
+                TlsMaterial::load(tls)
+                    .expect("adapter tls")
+                    .identity()
+                    .clone()
+            })
+            .expect("adapter config has tls");
         let adapter = Adapter::build(config).await.expect("adapter builds");
         let addr = adapter.local_addr();
         let shutdown = CancellationToken::new();
@@ -113,13 +200,16 @@ impl TestBus {
             let shutdown = shutdown.clone();
             async move { adapter.run(shutdown).await.map_err(anyhow::Error::from) }
         });
-        Running::new(addr, shutdown, task)
+        Running::new(addr, self.certs_dir(), identity, shutdown, task)
     }
 }
 
-/// A service started in-process.
+/// A service started in-process, and how to call it.
 pub struct Running {
     pub addr: SocketAddr,
+    certs: PathBuf,
+    /// Whom the plain `*_client()` helpers call as.
+    pub client_identity: Identity,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -127,18 +217,38 @@ pub struct Running {
 impl Running {
     fn new(
         addr: SocketAddr,
+        certs: PathBuf,
+        client_identity: Identity,
         shutdown: CancellationToken,
         task: JoinHandle<anyhow::Result<()>>,
     ) -> Self {
         Self {
             addr,
+            certs,
+            client_identity,
             shutdown,
             task,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
+    }
+
+    /// An mTLS channel presenting `identity`'s certificate.
+    pub async fn channel_as(&self, identity: &Identity) -> Channel {
+        let tls = TlsMaterial::load(&pki::settings_in(&self.certs, identity)).expect("client tls");
+        Channel::from_shared(self.url())
+            .expect("url")
+            .tls_config(tls.client_config("localhost"))
+            .expect("tls config")
+            .connect()
+            .await
+            .expect("service reachable over mTLS")
+    }
+
+    pub async fn channel(&self) -> Channel {
+        self.channel_as(&self.client_identity.clone()).await
     }
 
     /// Graceful stop; fails the test if the service ended with an error.
@@ -152,15 +262,15 @@ impl Running {
     }
 
     pub async fn adapter_client(&self) -> AgencyAdapterClient<Channel> {
-        AgencyAdapterClient::connect(self.url())
-            .await
-            .expect("adapter reachable")
+        AgencyAdapterClient::new(self.channel().await)
     }
 
     pub async fn once_only_client(&self) -> OnceOnlyClient<Channel> {
-        OnceOnlyClient::connect(self.url())
-            .await
-            .expect("broker reachable")
+        OnceOnlyClient::new(self.channel().await)
+    }
+
+    pub async fn once_only_client_as(&self, identity: &str) -> OnceOnlyClient<Channel> {
+        OnceOnlyClient::new(self.channel_as(&id(identity)).await)
     }
 }
 

@@ -14,9 +14,7 @@ const BIRTH_TOPIC: &str = "govbus.records.birth_certificate";
 async fn malformed_records_are_rejected_and_nothing_is_stored() {
     let bus = TestBus::start();
     let broker = bus.broker(bus.broker_config("showcase.db")).await;
-    let adapter = bus
-        .adapter(bus.adapter_config("civil-registry", "fhdy"))
-        .await;
+    let adapter = bus.adapter(bus.adapter_config(FHDY)).await;
     let showcase = open_showcase(&bus, "showcase.db").await;
 
     let mut bad_pinfl = birth_record(&pinfl(20), 1, "Aziz");
@@ -100,9 +98,7 @@ async fn malformed_records_are_rejected_and_nothing_is_stored() {
 async fn refused_records_go_to_dead_letters_and_ingest_carries_on() {
     let bus = TestBus::start();
     let broker = bus.broker(bus.broker_config("showcase.db")).await;
-    let adapter = bus
-        .adapter(bus.adapter_config("civil-registry", "fhdy"))
-        .await;
+    let adapter = bus.adapter(bus.adapter_config(FHDY)).await;
     let showcase = open_showcase(&bus, "showcase.db").await;
     let subject = pinfl(30);
 
@@ -139,9 +135,7 @@ async fn refused_records_go_to_dead_letters_and_ingest_carries_on() {
 async fn evidence_requests_are_checked_and_minimised() {
     let bus = TestBus::start();
     let broker = bus.broker(bus.broker_config("showcase.db")).await;
-    let adapter = bus
-        .adapter(bus.adapter_config("civil-registry", "fhdy"))
-        .await;
+    let adapter = bus.adapter(bus.adapter_config(FHDY)).await;
     let subject = pinfl(40);
     publish(&adapter, vec![birth_record(&subject, 1, "Malika")])
         .await

@@ -8,22 +8,16 @@ use govbus_tests::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restarted_mid_stream_neither_loses_nor_duplicates() {
     let bus = TestBus::start();
-    let adapter = bus
-        .adapter(bus.adapter_config("civil-registry", "fhdy"))
-        .await;
+    let adapter = bus.adapter(bus.adapter_config(FHDY)).await;
     let showcase = open_showcase(&bus, "showcase.db").await;
     let mut config = bus.broker_config("showcase.db");
     // Small batches so the stop lands between commits.
     config.batch_max = 10;
 
     const TOTAL: u32 = 400;
+    let mut client = adapter.adapter_client().await;
     let publisher = tokio::spawn({
-        let adapter_url = adapter.url();
         async move {
-            let mut client =
-                govbus_proto::v1::agency_adapter_client::AgencyAdapterClient::connect(adapter_url)
-                    .await
-                    .unwrap();
             for chunk in 0..TOTAL / 20 {
                 let records = (0..20)
                     .map(|i| birth_record(&pinfl(chunk * 20 + i), 1, "Stream"))

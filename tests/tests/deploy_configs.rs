@@ -16,6 +16,8 @@ fn deploy_configurations_are_valid() {
     let broker: BrokerConfig = govbus_core::config::load(Some(&deploy("broker.toml"))).unwrap();
     broker.validate().unwrap();
     assert!(broker.database_url.starts_with("postgres://"));
+    let catalog = govbus_core::Catalog::builtin();
+    govbus_broker::Policy::load(&deploy("policy.toml"), &catalog).unwrap();
     for file in ["civil-registry.toml", "interior.toml"] {
         let adapter: AdapterConfig = govbus_core::config::load(Some(&deploy(file))).unwrap();
         adapter.validate().unwrap_or_else(|e| panic!("{file}: {e}"));

@@ -9,7 +9,7 @@ use govbus_tests::*;
 async fn publish_reports_failure_while_kafka_is_down_and_recovers() {
     let bus = TestBus::start();
     let broker = bus.broker(bus.broker_config("showcase.db")).await;
-    let mut config = bus.adapter_config("civil-registry", "fhdy");
+    let mut config = bus.adapter_config(FHDY);
     config
         .kafka
         .client

@@ -24,9 +24,7 @@ fn first_name(answer: &govbus_proto::v1::GetEvidenceResponse) -> String {
 async fn stale_version_is_ignored_and_revocation_is_reported() {
     let bus = TestBus::start();
     let broker = bus.broker(bus.broker_config("showcase.db")).await;
-    let adapter = bus
-        .adapter(bus.adapter_config("civil-registry", "fhdy"))
-        .await;
+    let adapter = bus.adapter(bus.adapter_config(FHDY)).await;
     let showcase = open_showcase(&bus, "showcase.db").await;
     let subject = pinfl(7);
     let key = birth_record(&subject, 1, "x").record_key;
@@ -99,9 +97,7 @@ async fn stale_version_is_ignored_and_revocation_is_reported() {
 async fn a_record_delivered_twice_is_stored_once() {
     let bus = TestBus::start();
     let broker = bus.broker(bus.broker_config("showcase.db")).await;
-    let adapter = bus
-        .adapter(bus.adapter_config("civil-registry", "fhdy"))
-        .await;
+    let adapter = bus.adapter(bus.adapter_config(FHDY)).await;
     let showcase = open_showcase(&bus, "showcase.db").await;
     let subject = pinfl(8);
 

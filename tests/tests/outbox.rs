@@ -13,7 +13,7 @@ async fn outbox_rows_reach_the_showcase_once_across_restarts() {
     let agency_db = agency_outbox(&bus, "fhdy.db").await;
     let broker = bus.broker(bus.broker_config("showcase.db")).await;
     let showcase = open_showcase(&bus, "showcase.db").await;
-    let mut config = bus.adapter_config("civil-registry", "fhdy");
+    let mut config = bus.adapter_config(FHDY);
     config.outbox = Some(bus.outbox_config("fhdy.db"));
 
     for n in 0..20 {

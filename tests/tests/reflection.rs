@@ -157,19 +157,9 @@ async fn call_json(
 async fn a_reflection_only_client_publishes_and_reads_back() {
     let bus = TestBus::start();
     let broker = bus.broker(bus.broker_config("showcase.db")).await;
-    let adapter = bus
-        .adapter(bus.adapter_config("civil-registry", "fhdy"))
-        .await;
-    let adapter_channel = Channel::from_shared(adapter.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let broker_channel = Channel::from_shared(broker.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let adapter = bus.adapter(bus.adapter_config(FHDY)).await;
+    let adapter_channel = adapter.channel().await;
+    let broker_channel = broker.channel().await;
 
     match reflect(
         adapter_channel.clone(),
@@ -252,7 +242,7 @@ async fn a_reflection_only_client_publishes_and_reads_back() {
     )
     .await;
     let query = format!(
-        r#"{{"subject_id": "{subject}", "record_type": "birth_certificate", "purpose": "demo"}}"#
+        r#"{{"subject_id": "{subject}", "record_type": "birth_certificate", "purpose": "test-service-001"}}"#
     );
     let mut answer = None;
     for _ in 0..200 {

@@ -7,7 +7,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
+use prost_reflect::{DescriptorPool, MessageDescriptor};
 
 /// Kafka topics that carry records are named `govbus.records.<record_type>`.
 pub const TOPIC_PREFIX: &str = "govbus.records.";
@@ -29,7 +29,8 @@ pub enum CatalogError {
 pub struct RecordTypeSpec {
     pub name: String,
     pub message: MessageDescriptor,
-    pub owner_agency: String,
+    /// The only system that may publish this type: `agency/<a>/system/<s>`.
+    pub owner: String,
     pub description: String,
     pub topic: String,
 }
@@ -46,34 +47,23 @@ impl RecordTypeSpec {
             .collect()
     }
 
-    /// Keeps only the named top-level fields of an encoded payload (data
-    /// minimisation). Returns the names that the message does not have.
-    pub fn project(&self, payload: &[u8], fields: &[String]) -> Result<Vec<u8>, ProjectError> {
-        let unknown: Vec<String> = fields
-            .iter()
-            .filter(|f| self.message.get_field_by_name(f).is_none())
-            .cloned()
-            .collect();
-        if !unknown.is_empty() {
-            return Err(ProjectError::UnknownFields(unknown));
-        }
-        let mut msg = DynamicMessage::decode(self.message.clone(), payload)
-            .map_err(|e| ProjectError::Corrupt(e.to_string()))?;
-        for field in self.message.fields() {
-            if !fields.iter().any(|f| f == field.name()) {
-                msg.clear_field(&field);
+    /// The field numbers of the named top-level fields, or the names the
+    /// message does not have.
+    pub fn field_numbers(&self, names: &[String]) -> Result<Vec<u32>, Vec<String>> {
+        let mut numbers = Vec::with_capacity(names.len());
+        let mut unknown = Vec::new();
+        for name in names {
+            match self.message.get_field_by_name(name) {
+                Some(field) => numbers.push(field.number()),
+                None => unknown.push(name.clone()),
             }
         }
-        Ok(prost::Message::encode_to_vec(&msg))
+        if unknown.is_empty() {
+            Ok(numbers)
+        } else {
+            Err(unknown)
+        }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProjectError {
-    #[error("unknown fields: {}", .0.join(", "))]
-    UnknownFields(Vec<String>),
-    #[error("stored payload does not decode: {0}")]
-    Corrupt(String),
 }
 
 /// All record types the bus knows.
@@ -83,30 +73,30 @@ pub struct Catalog {
     types: BTreeMap<String, Arc<RecordTypeSpec>>,
 }
 
-/// The record types compiled into govbus: (name, message, owner agency, description).
+/// The record types compiled into govbus: (name, message, owning system, description).
 const BUILTIN: &[(&str, &str, &str, &str)] = &[
     (
         "birth_certificate",
         "govbus.records.v1.BirthCertificate",
-        "civil-registry",
+        "agency/civil-registry/system/fhdy",
         "Birth certificate issued by the civil registry (FHDY); subject is the child.",
     ),
     (
         "marriage_certificate",
         "govbus.records.v1.MarriageCertificate",
-        "civil-registry",
+        "agency/civil-registry/system/fhdy",
         "Marriage certificate issued by the civil registry (FHDY); one record per spouse.",
     ),
     (
         "address_registration",
         "govbus.records.v1.AddressRegistration",
-        "interior",
+        "agency/interior/system/address-bureau",
         "Permanent or temporary address registration kept by the Ministry of Internal Affairs.",
     ),
     (
         "property_title",
         "govbus.records.v1.PropertyTitle",
-        "cadastre",
+        "agency/cadastre/system/ekadastr",
         "Title to real estate registered by the cadastre agency; record key is the cadastral number.",
     ),
 ];
@@ -139,7 +129,7 @@ impl Catalog {
         &mut self,
         name: &str,
         message: &str,
-        owner_agency: &str,
+        owner: &str,
         description: &str,
     ) -> Result<(), CatalogError> {
         let valid_name = !name.is_empty()
@@ -165,7 +155,7 @@ impl Catalog {
             Arc::new(RecordTypeSpec {
                 name: name.to_string(),
                 message: descriptor,
-                owner_agency: owner_agency.to_string(),
+                owner: owner.to_string(),
                 description: description.to_string(),
                 topic: format!("{TOPIC_PREFIX}{name}"),
             }),
@@ -243,32 +233,17 @@ mod tests {
     }
 
     #[test]
-    fn projection_keeps_only_named_fields() {
-        use govbus_proto::records::{BirthCertificate, PersonName};
+    fn field_names_map_to_numbers() {
         let catalog = Catalog::builtin();
         let spec = catalog.get("birth_certificate").unwrap();
-        let full = BirthCertificate {
-            certificate_number: "I-TN 0412345".into(),
-            date_of_birth: "2015-05-01".into(),
-            child: Some(PersonName {
-                first_name: "Aziz".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let bytes = prost::Message::encode_to_vec(&full);
-        let projected = spec.project(&bytes, &["date_of_birth".into()]).unwrap();
-        let got: BirthCertificate = prost::Message::decode(projected.as_slice()).unwrap();
         assert_eq!(
-            got,
-            BirthCertificate {
-                date_of_birth: "2015-05-01".into(),
-                ..Default::default()
-            }
+            spec.field_numbers(&["date_of_birth".into(), "child".into()]),
+            Ok(vec![4, 2])
         );
-        match spec.project(&bytes, &["salary".into()]) {
-            Err(ProjectError::UnknownFields(f)) => assert_eq!(f, vec!["salary".to_string()]),
-            other => panic!("expected unknown field, got {other:?}"),
-        }
+        assert_eq!(
+            spec.field_numbers(&["salary".into(), "sex".into()]),
+            Err(vec!["salary".to_string()])
+        );
+        assert_eq!(spec.owner, "agency/civil-registry/system/fhdy");
     }
 }

@@ -4,10 +4,13 @@
 pub mod catalog;
 pub mod config;
 pub mod record;
+pub mod signing_input;
 pub mod subject;
 pub mod time;
+pub mod wire;
 
-pub use catalog::{Catalog, CatalogError, ProjectError, RecordTypeSpec};
+pub use catalog::{Catalog, CatalogError, RecordTypeSpec};
 pub use config::ConfigError;
-pub use record::{FieldViolation, RecordLimits, ValidRecord, content_hash, validate_record};
+pub use record::{FieldViolation, RecordLimits, ValidRecord, validate_record};
+pub use signing_input::{SigningInputError, content_hash, minimise, signing_input};
 pub use subject::{SubjectError, SubjectId};

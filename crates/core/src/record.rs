@@ -3,9 +3,7 @@
 use std::{fmt, sync::Arc};
 
 use govbus_proto::v1::{Record, RecordStatus};
-use prost::Message;
 use prost_reflect::{DynamicMessage, Value};
-use sha2::{Digest, Sha256};
 
 use crate::{Catalog, RecordTypeSpec, SubjectId};
 
@@ -55,14 +53,6 @@ pub struct ValidRecord {
     pub record: Record,
     pub subject: SubjectId,
     pub spec: Arc<RecordTypeSpec>,
-}
-
-/// SHA-256 over the canonical encoding of the envelope: the protobuf encoding
-/// (fields in number order, as prost writes them) with `content_hash` cleared.
-pub fn content_hash(record: &Record) -> Vec<u8> {
-    let mut canonical = record.clone();
-    canonical.content_hash.clear();
-    Sha256::digest(canonical.encode_to_vec()).to_vec()
 }
 
 /// Checks every field of `record` against the catalog and the limits.
@@ -248,6 +238,7 @@ fn first_unknown_field(msg: &DynamicMessage) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use govbus_proto::records::{BirthCertificate, MarriageCertificate, PersonName};
+    use prost::Message;
     use prost_types::{Any, Timestamp};
 
     use super::*;
@@ -359,15 +350,5 @@ mod tests {
         let mut r = birth();
         r.version = u64::MAX;
         assert_eq!(violations(r)[0].field, "version");
-    }
-
-    #[test]
-    fn hash_ignores_the_hash_field_only() {
-        let mut r = birth();
-        let h = content_hash(&r);
-        r.content_hash = vec![1, 2, 3];
-        assert_eq!(content_hash(&r), h);
-        r.version = 2;
-        assert_ne!(content_hash(&r), h);
     }
 }

@@ -8,9 +8,15 @@ use tokio::net::TcpListener;
 use tonic::{
     metadata::MetadataMap,
     server::NamedService,
-    transport::{Server, server::Router, server::TcpIncoming},
+    transport::{server::Router, server::TcpIncoming},
 };
 use tonic_health::server::HealthReporter;
+
+mod security;
+
+pub use security::{
+    Authenticator, Caller, PlaintextSettings, RateLimitSettings, Security, SecurityError, caller,
+};
 
 /// The largest request any govbus server accepts (a Publish batch).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
@@ -24,7 +30,9 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)
 
 /// A router carrying the standard health service and server reflection (v1
 /// and v1alpha, so older grpcurl builds work too) over the govbus contracts.
-pub fn base_router() -> (HealthReporter, Router) {
+pub fn base_router(
+    security: &Security,
+) -> Result<(HealthReporter, Router), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -37,13 +45,14 @@ pub fn base_router() -> (HealthReporter, Router) {
     let v1alpha = reflection()
         .build_v1alpha()
         .expect("compiled-in descriptors are valid");
-    let router = Server::builder()
+    let router = security
+        .server_builder()?
         .timeout(Duration::from_secs(30))
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(v1)
         .add_service(v1alpha);
-    (reporter, router)
+    Ok((reporter, router))
 }
 
 /// Marks `S` as serving in the health service.

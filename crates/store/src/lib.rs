@@ -1,8 +1,10 @@
 //! The showcase: a versioned, materialised view of every record on the bus,
 //! in SQLite (embedded default) or PostgreSQL (production) through sqlx.
 
+mod consents;
 mod database;
 mod showcase;
 
+pub use consents::{ConsentRecord, ConsentScope, ConsentState, Consents};
 pub use database::{Backend, Database, StoreError};
 pub use showcase::{ApplyStats, IngestedRecord, Showcase, StoredRecord};

@@ -4,15 +4,21 @@ use std::{net::SocketAddr, time::Duration};
 
 use govbus_core::ConfigError;
 use govbus_kafka::KafkaSettings;
+use govbus_security::TlsSettings;
+use govbus_server::{PlaintextSettings, RateLimitSettings};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdapterConfig {
-    /// The agency this adapter speaks for, e.g. `civil-registry`.
-    pub agency: String,
-    /// The agency information system it wraps, e.g. `fhdy`.
-    pub system: String,
+    /// The bus CA and this system's certificate and key. The certificate's
+    /// identity (`agency/<agency>/system/<system>`) is the adapter's: it is
+    /// the source of every record published here, its key signs them, and
+    /// only callers with that same identity may publish.
+    pub tls: Option<TlsSettings>,
+    /// Development only: serve gRPC without TLS (see README).
+    pub insecure_plaintext: Option<PlaintextSettings>,
+    pub rate_limit: RateLimitSettings,
     /// gRPC listen address.
     pub listen: SocketAddr,
     pub kafka: KafkaSettings,
@@ -27,8 +33,9 @@ pub struct AdapterConfig {
 impl Default for AdapterConfig {
     fn default() -> Self {
         Self {
-            agency: String::new(),
-            system: String::new(),
+            tls: None,
+            insecure_plaintext: None,
+            rate_limit: RateLimitSettings::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 50061)),
             kafka: KafkaSettings::default(),
             max_batch: 1000,
@@ -68,27 +75,13 @@ impl OutboxConfig {
     }
 }
 
-fn is_identity_part(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
 impl AdapterConfig {
     /// Checks everything that can be checked before connecting anywhere.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !is_identity_part(&self.agency) {
-            return Err(ConfigError::new(format!(
-                "agency {:?} must be 1-63 characters of a-z, 0-9 and -",
-                self.agency
-            )));
-        }
-        if !is_identity_part(&self.system) {
-            return Err(ConfigError::new(format!(
-                "system {:?} must be 1-63 characters of a-z, 0-9 and -",
-                self.system
-            )));
+        if self.tls.is_none() {
+            return Err(ConfigError::new(
+                "tls (ca, cert, key) is required: the adapter's identity and signing key come from its certificate",
+            ));
         }
         self.kafka
             .validate()
@@ -124,11 +117,6 @@ impl AdapterConfig {
         }
         Ok(())
     }
-
-    /// `agency/<agency>/system/<system>`, the identity records are published under.
-    pub fn identity(&self) -> String {
-        format!("agency/{}/system/{}", self.agency, self.system)
-    }
 }
 
 #[cfg(test)]
@@ -137,8 +125,11 @@ mod tests {
 
     fn valid() -> AdapterConfig {
         AdapterConfig {
-            agency: "civil-registry".into(),
-            system: "fhdy".into(),
+            tls: Some(TlsSettings {
+                ca: "ca.pem".into(),
+                cert: "fhdy.pem".into(),
+                key: "fhdy.key".into(),
+            }),
             kafka: KafkaSettings {
                 bootstrap_servers: "127.0.0.1:9092".into(),
                 ..KafkaSettings::default()
@@ -156,11 +147,7 @@ mod tests {
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains(expected), "{e:?} lacks {expected:?}");
         };
-        check(
-            |c| c.agency = "Civil Registry".into(),
-            "agency \"Civil Registry\"",
-        );
-        check(|c| c.system.clear(), "system \"\"");
+        check(|c| c.tls = None, "tls (ca, cert, key) is required");
         check(|c| c.max_batch = 0, "max_batch");
         check(
             |c| {

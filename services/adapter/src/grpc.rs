@@ -9,7 +9,7 @@ use govbus_proto::v1::{
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, info, info_span};
 
-use crate::publisher::{Prepared, Publisher};
+use crate::publisher::{Prepared, Publisher, Refusal};
 
 /// Why a Publish call was refused as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +20,12 @@ pub enum PublishError {
     TooMany { got: usize, max: usize },
     #[error("{} invalid: {}", count(.0), join(.0))]
     Invalid(Vec<FieldViolation>),
+    #[error("only {adapter} may publish through this adapter; the caller is {caller}")]
+    WrongCaller { adapter: String, caller: String },
+    #[error("{}", .0.join("; "))]
+    NotOwner(Vec<String>),
+    #[error("records could not be signed")]
+    Unsigned(String),
 }
 
 fn count(v: &[FieldViolation]) -> String {
@@ -38,7 +44,18 @@ fn join(v: &[FieldViolation]) -> String {
 
 impl From<PublishError> for Status {
     fn from(e: PublishError) -> Self {
-        Status::invalid_argument(e.to_string())
+        match &e {
+            PublishError::Empty | PublishError::TooMany { .. } | PublishError::Invalid(_) => {
+                Status::invalid_argument(e.to_string())
+            }
+            PublishError::WrongCaller { .. } | PublishError::NotOwner(_) => {
+                Status::permission_denied(e.to_string())
+            }
+            PublishError::Unsigned(detail) => {
+                tracing::error!(detail, "signing failed");
+                Status::internal(e.to_string())
+            }
+        }
     }
 }
 
@@ -71,20 +88,26 @@ impl AdapterService {
         }
         let mut prepared = Vec::with_capacity(records.len());
         let mut violations = Vec::new();
+        let mut not_owned = Vec::new();
         for (i, record) in records.into_iter().enumerate() {
             match self.publisher.prepare(record) {
                 Ok(p) => prepared.push(p),
-                Err(found) => {
-                    violations.extend(found.into_iter().map(|v| {
-                        FieldViolation::new(format!("records[{i}].{}", v.field), v.reason)
-                    }))
-                }
+                Err(Refusal::Invalid(found)) => violations.extend(found.into_iter().map(|v| {
+                    FieldViolation::new(format!("records[{i}].{}", v.field), v.reason)
+                })),
+                Err(Refusal::NotOwner { record_type, owner }) => not_owned.push(format!(
+                    "records[{i}].record_type: {} may not publish {record_type}; its owner is {owner}",
+                    self.publisher.identity()
+                )),
+                Err(Refusal::Unsigned(e)) => return Err(PublishError::Unsigned(e)),
             }
         }
-        if violations.is_empty() {
-            Ok(prepared)
-        } else {
+        if !violations.is_empty() {
             Err(PublishError::Invalid(violations))
+        } else if !not_owned.is_empty() {
+            Err(PublishError::NotOwner(not_owned))
+        } else {
+            Ok(prepared)
         }
     }
 }
@@ -98,10 +121,19 @@ impl AgencyAdapter for AdapterService {
         let span = info_span!("publish", records = request.get_ref().records.len());
         govbus_server::continue_trace(&span, request.metadata());
         async move {
+            let caller = govbus_server::caller(&request)?;
+            if &caller != self.publisher.identity() {
+                let e = PublishError::WrongCaller {
+                    adapter: self.publisher.identity().to_string(),
+                    caller: caller.to_string(),
+                };
+                info!(error = %e, "publish refused");
+                return Err(e.into());
+            }
             let prepared = self.prepare_all(request.into_inner()).inspect_err(|e| {
                 info!(error = %e, "publish rejected");
             })?;
-            let results = self.publisher.send(prepared, 0).await;
+            let results = self.publisher.send(prepared).await;
             let failed = results
                 .iter()
                 .filter(|r| r.outcome != PublishOutcome::Accepted as i32)

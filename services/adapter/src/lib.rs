@@ -13,13 +13,13 @@ use govbus_kafka::RecordProducer;
 use govbus_proto::v1::agency_adapter_server::AgencyAdapterServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::Router;
+use tonic::{service::interceptor::InterceptedService, transport::server::Router};
 use tracing::{info, warn};
 
 pub use config::{AdapterConfig, OutboxConfig};
 pub use grpc::{AdapterService, PublishError};
 pub use outbox::{OutboxConnector, OutboxError, outbox_table_ddl};
-pub use publisher::{Prepared, Publisher};
+pub use publisher::{Prepared, Publisher, Refusal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
@@ -36,6 +36,10 @@ pub enum AdapterError {
     },
     #[error("grpc server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Security(#[from] govbus_server::SecurityError),
+    #[error("signing key: {0}")]
+    Signing(#[from] govbus_security::SignError),
 }
 
 /// A built adapter: listening, connected, not yet serving.
@@ -60,6 +64,12 @@ impl std::fmt::Debug for Adapter {
 impl Adapter {
     pub async fn build(config: AdapterConfig) -> Result<Self, AdapterError> {
         config.validate()?;
+        let tls = config.tls.as_ref().expect("validated: tls is set");
+        let security = govbus_server::Security::load(
+            tls,
+            config.insecure_plaintext.as_ref(),
+            config.rate_limit,
+        )?;
         let catalog = Arc::new(Catalog::builtin());
         if config.kafka.manage_topics {
             let mut topics = catalog.topics();
@@ -75,10 +85,9 @@ impl Adapter {
             catalog,
             producer,
             limits,
-            config.agency.clone(),
-            config.system.clone(),
+            security.tls().signer()?,
         ));
-        let identity = config.identity();
+        let identity = security.identity().to_string();
         let outbox = match &config.outbox {
             Some(outbox) => {
                 Some(OutboxConnector::open(outbox, identity.clone(), publisher.clone()).await?)
@@ -93,12 +102,12 @@ impl Adapter {
                     addr: config.listen,
                     source,
                 })?;
-        let (health, router) = govbus_server::base_router();
+        let (health, router) = govbus_server::base_router(&security)?;
         govbus_server::set_serving::<AgencyAdapterServer<AdapterService>>(&health).await;
         let service =
             AgencyAdapterServer::new(AdapterService::new(publisher.clone(), config.max_batch))
                 .max_decoding_message_size(govbus_server::MAX_REQUEST_BYTES);
-        let router = router.add_service(service);
+        let router = router.add_service(InterceptedService::new(service, security.authenticator()));
         Ok(Self {
             identity,
             listener,

@@ -131,10 +131,11 @@ impl OutboxConnector {
         let mut prepared_ids = Vec::new();
         let mut rejected = Vec::new();
         for row in rows.iter() {
-            let outcome = row
-                .record
-                .clone()
-                .and_then(|r| self.publisher.prepare(r).map_err(|v| join_violations(&v)));
+            let outcome = row.record.clone().and_then(|r| {
+                self.publisher
+                    .prepare(r)
+                    .map_err(|refusal| refusal.to_string())
+            });
             match outcome {
                 Ok(p) => {
                     prepared.push(p);
@@ -144,7 +145,7 @@ impl OutboxConnector {
             }
         }
 
-        let results = self.publisher.send(prepared, 0).await;
+        let results = self.publisher.send(prepared).await;
         // Progress may pass every row before the first one Kafka refused.
         let first_failed = results
             .iter()
@@ -298,13 +299,6 @@ impl OutboxConnector {
         tx.commit().await?;
         Ok(())
     }
-}
-
-fn join_violations(v: &[govbus_core::FieldViolation]) -> String {
-    v.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,19 +1,18 @@
-//! Turning agency records into signed-off envelopes on their Kafka topics.
+//! Turning agency records into signed envelopes on their Kafka topics.
 //! Shared by the gRPC facade and the outbox connector.
 
 use std::sync::Arc;
 
 use futures::future::join_all;
-use govbus_core::{
-    Catalog, FieldViolation, RecordLimits, ValidRecord, content_hash, validate_record,
-};
+use govbus_core::{Catalog, FieldViolation, RecordLimits, ValidRecord, validate_record};
 use govbus_kafka::RecordProducer;
 use govbus_proto::v1::{PublishOutcome, PublishResult, Record};
+use govbus_security::{Identity, Signer};
 use prost::Message;
 use rdkafka::message::{Header, OwnedHeaders};
 use tracing::{Instrument, debug, info_span};
 
-/// A record ready to go: validated, completed by the adapter, encoded.
+/// A record ready to go: validated, completed, signed, encoded.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub record_id: String,
@@ -23,13 +22,38 @@ pub struct Prepared {
     pub envelope: Vec<u8>,
 }
 
+/// Why a record cannot be published here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Malformed: the violations name the fields.
+    Invalid(Vec<FieldViolation>),
+    /// Well-formed, but this system does not own the record type.
+    NotOwner { record_type: String, owner: String },
+    /// The record could not be signed (an internal fault, not the caller's).
+    Unsigned(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Invalid(v) => {
+                let text: Vec<String> = v.iter().map(ToString::to_string).collect();
+                f.write_str(&text.join("; "))
+            }
+            Self::NotOwner { record_type, owner } => {
+                write!(f, "record_type: {record_type} is owned by {owner}")
+            }
+            Self::Unsigned(e) => write!(f, "signing failed: {e}"),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Publisher {
     catalog: Arc<Catalog>,
     producer: RecordProducer,
     limits: RecordLimits,
-    agency: String,
-    system: String,
+    signer: Signer,
 }
 
 impl Publisher {
@@ -37,15 +61,13 @@ impl Publisher {
         catalog: Arc<Catalog>,
         producer: RecordProducer,
         limits: RecordLimits,
-        agency: String,
-        system: String,
+        signer: Signer,
     ) -> Self {
         Self {
             catalog,
             producer,
             limits,
-            agency,
-            system,
+            signer,
         }
     }
 
@@ -57,19 +79,35 @@ impl Publisher {
         &self.producer
     }
 
-    /// Validates `record` and completes the envelope: a UUID v7 when it has
-    /// no id, this adapter's agency and system as the source (whatever the
-    /// caller wrote there), and the content hash.
-    pub fn prepare(&self, record: Record) -> Result<Prepared, Vec<FieldViolation>> {
+    /// The system this adapter publishes as.
+    pub fn identity(&self) -> &Identity {
+        self.signer.identity()
+    }
+
+    /// Validates `record`, checks that this system owns its type, and
+    /// completes the envelope: a UUID v7 when it has no id, this system as
+    /// the source (whatever the caller wrote there), then the signature.
+    pub fn prepare(&self, record: Record) -> Result<Prepared, Refusal> {
         let ValidRecord {
             mut record, spec, ..
-        } = validate_record(&self.catalog, record, &self.limits)?;
+        } = validate_record(&self.catalog, record, &self.limits).map_err(Refusal::Invalid)?;
+        let identity = self.signer.identity();
+        if spec.owner != identity.to_string() {
+            return Err(Refusal::NotOwner {
+                record_type: spec.name.clone(),
+                owner: spec.owner.clone(),
+            });
+        }
         if record.record_id.is_empty() {
             record.record_id = uuid::Uuid::now_v7().to_string();
         }
-        record.source_agency.clone_from(&self.agency);
-        record.source_system.clone_from(&self.system);
-        record.content_hash = content_hash(&record);
+        record.source_agency = identity.agency().to_string();
+        record.source_system = identity.system().to_string();
+        record.content_hash.clear();
+        record.signature = None;
+        self.signer
+            .sign(&mut record)
+            .map_err(|e| Refusal::Unsigned(e.to_string()))?;
         Ok(Prepared {
             record_id: record.record_id.clone(),
             topic: spec.topic.clone(),
@@ -80,8 +118,8 @@ impl Publisher {
     }
 
     /// Produces every prepared record and waits for Kafka's answer on each.
-    /// Results are in input order, with `index` counting from `first_index`.
-    pub async fn send(&self, batch: Vec<Prepared>, first_index: u32) -> Vec<PublishResult> {
+    /// Results are in input order.
+    pub async fn send(&self, batch: Vec<Prepared>) -> Vec<PublishResult> {
         let sends = batch.into_iter().enumerate().map(|(i, p)| {
             let span = info_span!(
                 "publish_record",
@@ -99,33 +137,35 @@ impl Publisher {
                         key: "govbus-record-id",
                         value: Some(p.record_id.as_bytes()),
                     });
-                let index = first_index + i as u32;
                 let sent = self
                     .producer
                     .send(&p.topic, p.key.as_bytes(), &p.envelope, headers)
                     .await;
-                match sent {
+                let (outcome, partition, offset, error) = match sent {
                     Ok(d) => {
                         debug!(partition = d.partition, offset = d.offset, "delivered");
-                        PublishResult {
-                            index,
-                            record_id: p.record_id,
-                            outcome: PublishOutcome::Accepted as i32,
-                            topic: p.topic,
-                            partition: d.partition,
-                            offset: d.offset,
-                            error: String::new(),
-                        }
+                        (
+                            PublishOutcome::Accepted,
+                            d.partition,
+                            d.offset,
+                            String::new(),
+                        )
                     }
-                    Err(e) => PublishResult {
-                        index,
-                        record_id: p.record_id,
-                        outcome: PublishOutcome::Failed as i32,
-                        topic: p.topic,
-                        partition: -1,
-                        offset: -1,
-                        error: format!("kafka did not accept the record: {e}"),
-                    },
+                    Err(e) => (
+                        PublishOutcome::Failed,
+                        -1,
+                        -1,
+                        format!("kafka did not accept the record: {e}"),
+                    ),
+                };
+                PublishResult {
+                    index: i as u32,
+                    record_id: p.record_id,
+                    outcome: outcome as i32,
+                    topic: p.topic,
+                    partition,
+                    offset,
+                    error,
                 }
             }
             .instrument(span)

@@ -1,14 +1,27 @@
 //! Broker configuration.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use govbus_core::ConfigError;
 use govbus_kafka::KafkaSettings;
+use govbus_security::TlsSettings;
+use govbus_server::{PlaintextSettings, RateLimitSettings};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
+    /// The bus CA (which also checks record signatures) and the broker's
+    /// own certificate and key.
+    pub tls: Option<TlsSettings>,
+    /// Development only: serve gRPC without TLS (see README).
+    pub insecure_plaintext: Option<PlaintextSettings>,
+    pub rate_limit: RateLimitSettings,
+    /// The access policy (grants, consent). Without one, every evidence
+    /// request is denied.
+    pub policy_file: Option<PathBuf>,
+    /// How often the policy file is checked for changes.
+    pub policy_reload_ms: u64,
     /// gRPC listen address of the once-only service.
     pub listen: SocketAddr,
     /// Showcase database: `sqlite://…` or `postgres://…`.
@@ -25,6 +38,11 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
+            tls: None,
+            insecure_plaintext: None,
+            rate_limit: RateLimitSettings::default(),
+            policy_file: None,
+            policy_reload_ms: 1000,
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             database_url: "sqlite://var/govbus/showcase.db".into(),
             kafka: KafkaSettings::default(),
@@ -37,6 +55,14 @@ impl Default for BrokerConfig {
 
 impl BrokerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tls.is_none() {
+            return Err(ConfigError::new(
+                "tls (ca, cert, key) is required: the CA checks callers and record signatures",
+            ));
+        }
+        if self.policy_reload_ms == 0 {
+            return Err(ConfigError::new("policy_reload_ms must be at least 1"));
+        }
         govbus_store::Backend::from_url(&self.database_url)
             .map_err(|e| ConfigError::new(format!("database_url: {e}")))?;
         self.kafka
@@ -52,6 +78,10 @@ impl BrokerConfig {
             return Err(ConfigError::new("batch_wait_ms must be at most 10000"));
         }
         Ok(())
+    }
+
+    pub fn policy_reload(&self) -> Duration {
+        Duration::from_millis(self.policy_reload_ms)
     }
 
     pub fn batch_wait(&self) -> Duration {

@@ -11,11 +11,15 @@ use govbus_proto::v1::{
     ListRecordTypesResponse, Provenance, Record, RecordStatus, RecordTypeInfo,
     once_only_server::OnceOnly,
 };
-use govbus_store::{Showcase, StoreError, StoredRecord};
+use govbus_security::Identity;
+use govbus_store::{ConsentScope, ConsentState, Consents, Showcase, StoreError, StoredRecord};
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, error, info, info_span};
 
-use crate::ingest::Freshness;
+use crate::{
+    ingest::Freshness,
+    policy::{Denial, PolicyStore},
+};
 
 /// Why an evidence request failed. One mapping to gRPC codes; internal
 /// detail is logged, never sent.
@@ -23,6 +27,18 @@ use crate::ingest::Freshness;
 pub enum EvidenceError {
     #[error("{field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
+    #[error("{0}")]
+    Denied(#[from] Denial),
+    #[error(
+        "consent of subject {subject} for {consumer} to read {record_type} for purpose {purpose:?} is {state}"
+    )]
+    NoConsent {
+        subject: String,
+        consumer: String,
+        record_type: String,
+        purpose: String,
+        state: &'static str,
+    },
     #[error("no {record_type} records for subject {subject}")]
     NotFound {
         subject: String,
@@ -38,6 +54,9 @@ impl From<EvidenceError> for Status {
     fn from(e: EvidenceError) -> Self {
         match &e {
             EvidenceError::InvalidArgument { .. } => Status::invalid_argument(e.to_string()),
+            EvidenceError::Denied(_) | EvidenceError::NoConsent { .. } => {
+                Status::permission_denied(e.to_string())
+            }
             EvidenceError::NotFound { .. } => Status::not_found(e.to_string()),
             EvidenceError::Store(inner) => {
                 error!(error = %inner, "showcase read failed");
@@ -140,23 +159,40 @@ impl EvidenceQuery {
 #[derive(Debug)]
 pub struct OnceOnlyService {
     showcase: Showcase,
+    consents: Consents,
     catalog: Arc<Catalog>,
     freshness: Arc<Freshness>,
+    policy: PolicyStore,
 }
 
 impl OnceOnlyService {
-    pub fn new(showcase: Showcase, catalog: Arc<Catalog>, freshness: Arc<Freshness>) -> Self {
+    pub fn new(
+        showcase: Showcase,
+        catalog: Arc<Catalog>,
+        freshness: Arc<Freshness>,
+        policy: PolicyStore,
+    ) -> Self {
         Self {
+            consents: Consents::new(showcase.database().clone()),
             showcase,
             catalog,
             freshness,
+            policy,
         }
     }
 
+    /// Policy, then consent, then the showcase: a caller without the right
+    /// to an answer does not learn whether records exist.
     pub async fn evidence(
         &self,
+        caller: &Identity,
         query: &EvidenceQuery,
     ) -> Result<GetEvidenceResponse, EvidenceError> {
+        let policy = self.policy.current();
+        let allowed = policy.authorise(caller, &query.spec, &query.purpose, &query.fields)?;
+        if policy.consent_required(&query.spec.name) {
+            self.check_consent(caller, query).await?;
+        }
         // Read freshness before the records: the answer is at least this fresh.
         let as_of = self.freshness.as_of_us();
         let stored = self
@@ -172,7 +208,7 @@ impl OnceOnlyService {
         let now = now_micros();
         let evidence = stored
             .into_iter()
-            .map(|s| self.to_evidence(s, query, now))
+            .map(|s| to_evidence(s, allowed.as_deref(), now))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(GetEvidenceResponse {
             request_id: query.request_id.clone(),
@@ -181,41 +217,64 @@ impl OnceOnlyService {
         })
     }
 
-    fn to_evidence(
+    async fn check_consent(
         &self,
-        stored: StoredRecord,
+        caller: &Identity,
         query: &EvidenceQuery,
-        now_us: i64,
-    ) -> Result<Evidence, EvidenceError> {
-        let StoredRecord {
-            mut record,
+    ) -> Result<(), EvidenceError> {
+        let scope = ConsentScope {
+            subject_id: query.subject.to_string(),
+            consumer: caller.to_string(),
+            record_type: query.spec.name.clone(),
+            purpose: query.purpose.clone(),
+        };
+        let state = match self.consents.state(&scope, now_micros()).await? {
+            ConsentState::Live => return Ok(()),
+            ConsentState::Missing => "missing",
+            ConsentState::Revoked => "revoked",
+            ConsentState::Expired => "expired",
+        };
+        Err(EvidenceError::NoConsent {
+            subject: scope.subject_id,
+            consumer: scope.consumer,
+            record_type: scope.record_type,
+            purpose: scope.purpose,
+            state,
+        })
+    }
+}
+
+/// Evidence from a stored record, minimised to the `allowed` field numbers
+/// (`None`: all) so that it still verifies against its signature.
+fn to_evidence(
+    stored: StoredRecord,
+    allowed: Option<&[u32]>,
+    now_us: i64,
+) -> Result<Evidence, EvidenceError> {
+    let StoredRecord {
+        mut record,
+        topic,
+        partition,
+        offset,
+        ingested_at_us,
+    } = stored;
+    let status = evidence_status(&record, now_us);
+    if let Some(keep) = allowed {
+        govbus_core::minimise(&mut record, keep)
+            .map_err(|e| EvidenceError::Corrupt(e.to_string()))?;
+    }
+    Ok(Evidence {
+        provenance: Some(Provenance {
+            source_agency: record.source_agency.clone(),
+            source_system: record.source_system.clone(),
             topic,
             partition,
             offset,
-            ingested_at_us,
-        } = stored;
-        let status = evidence_status(&record, now_us);
-        if !query.fields.is_empty()
-            && let Some(payload) = record.payload.as_mut()
-        {
-            payload.value = query
-                .spec
-                .project(&payload.value, &query.fields)
-                .map_err(|e| EvidenceError::Corrupt(e.to_string()))?;
-        }
-        Ok(Evidence {
-            provenance: Some(Provenance {
-                source_agency: record.source_agency.clone(),
-                source_system: record.source_system.clone(),
-                topic,
-                partition,
-                offset,
-                ingested_at: Some(micros_to_timestamp(ingested_at_us)),
-            }),
-            record: Some(record),
-            status: status as i32,
-        })
-    }
+            ingested_at: Some(micros_to_timestamp(ingested_at_us)),
+        }),
+        record: Some(record),
+        status: status as i32,
+    })
 }
 
 fn evidence_status(record: &Record, now_us: i64) -> EvidenceStatus {
@@ -242,18 +301,21 @@ impl OnceOnly for OnceOnlyService {
             "get_evidence",
             request_id = tracing::field::Empty,
             record_type = %request.get_ref().record_type,
+            caller = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
         govbus_server::continue_trace(&span, request.metadata());
         async move {
             let span = tracing::Span::current();
             span.record("trace_id", govbus_telemetry::current_trace_id());
+            let caller = govbus_server::caller(&request)?;
+            span.record("caller", caller.to_string());
             let query =
                 EvidenceQuery::parse(request.into_inner(), &self.catalog).inspect_err(|e| {
                     info!(error = %e, "evidence request rejected");
                 })?;
             span.record("request_id", query.request_id.as_str());
-            match self.evidence(&query).await {
+            match self.evidence(&caller, &query).await {
                 Ok(reply) => {
                     info!(
                         purpose = query.purpose,
@@ -263,10 +325,12 @@ impl OnceOnly for OnceOnlyService {
                     Ok(Response::new(reply))
                 }
                 Err(e) => {
-                    // The message names the subject; the log must not.
+                    // Not-found and consent messages name the subject; the log must not.
                     let outcome = match &e {
-                        EvidenceError::NotFound { .. } => "not found",
-                        _ => "failed",
+                        EvidenceError::NotFound { .. } => "not found".to_string(),
+                        EvidenceError::NoConsent { state, .. } => format!("consent {state}"),
+                        EvidenceError::Denied(denial) => denial.to_string(),
+                        _ => "failed".to_string(),
                     };
                     info!(purpose = query.purpose, outcome, "no evidence served");
                     Err(e.into())
@@ -281,16 +345,18 @@ impl OnceOnly for OnceOnlyService {
         &self,
         _request: Request<ListRecordTypesRequest>,
     ) -> Result<Response<ListRecordTypesResponse>, Status> {
+        let policy = self.policy.current();
         let record_types = self
             .catalog
             .iter()
             .map(|spec| RecordTypeInfo {
                 name: spec.name.clone(),
                 message_type: spec.message.full_name().to_string(),
-                owner_agency: spec.owner_agency.clone(),
+                owner: spec.owner.clone(),
                 description: spec.description.clone(),
                 topic: spec.topic.clone(),
                 fields: spec.field_names(),
+                consent_required: policy.consent_required(&spec.name),
             })
             .collect();
         Ok(Response::new(ListRecordTypesResponse { record_types }))

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use govbus_core::{Catalog, RecordLimits, content_hash, time::now_micros, validate_record};
+use govbus_core::{Catalog, RecordLimits, time::now_micros, validate_record};
 use govbus_kafka::{DEAD_LETTER_TOPIC, HeaderExtractor, KafkaSettings, RecordProducer};
 use govbus_proto::v1::Record;
 use govbus_store::{IngestedRecord, Showcase};
@@ -79,20 +79,35 @@ pub struct Ingestor {
     catalog: Arc<Catalog>,
     dead_letters: RecordProducer,
     freshness: Arc<Freshness>,
+    ca_der: Vec<u8>,
     batch_max: usize,
     batch_wait: Duration,
 }
 
+/// How the ingestor reaches Kafka and what it trusts.
+pub struct IngestSettings<'a> {
+    pub kafka: &'a KafkaSettings,
+    pub group_id: &'a str,
+    /// The bus CA: records must be signed by a certificate it issued.
+    pub ca_der: Vec<u8>,
+    pub batch_max: usize,
+    pub batch_wait: Duration,
+}
+
 impl Ingestor {
     pub fn new(
-        kafka: &KafkaSettings,
-        group_id: &str,
+        settings: IngestSettings<'_>,
         showcase: Showcase,
         catalog: Arc<Catalog>,
         freshness: Arc<Freshness>,
-        batch_max: usize,
-        batch_wait: Duration,
     ) -> Result<Self, KafkaError> {
+        let IngestSettings {
+            kafka,
+            group_id,
+            ca_der,
+            batch_max,
+            batch_wait,
+        } = settings;
         let mut config = kafka.client_config();
         config
             .set("group.id", group_id)
@@ -123,6 +138,7 @@ impl Ingestor {
             catalog,
             dead_letters: RecordProducer::new(kafka)?,
             freshness,
+            ca_der,
             batch_max,
             batch_wait,
         })
@@ -263,11 +279,18 @@ impl Ingestor {
         if message.key != record.subject_id.as_bytes() {
             return Err("message key is not the record's subject_id".into());
         }
-        if record.source_agency.is_empty() || record.source_system.is_empty() {
-            return Err("source_agency and source_system are required".into());
+        let verified = govbus_security::verify(&record, &self.ca_der)
+            .map_err(|e| format!("signature: {e}"))?;
+        if verified.signer.to_string() != spec.owner {
+            return Err(format!(
+                "signed by {}, which does not own {} (owner: {})",
+                verified.signer, spec.name, spec.owner
+            ));
         }
-        if record.content_hash != content_hash(&record) {
-            return Err("content_hash does not match the envelope".into());
+        if record.source_agency != verified.signer.agency()
+            || record.source_system != verified.signer.system()
+        {
+            return Err("source_agency/source_system do not match the signer".into());
         }
         let valid =
             validate_record(&self.catalog, record, &RecordLimits::default()).map_err(|v| {

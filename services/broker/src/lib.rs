@@ -2,22 +2,26 @@
 //! evidence queries from it.
 
 mod config;
+mod consent;
 mod evidence;
 mod ingest;
+mod policy;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use govbus_core::{Catalog, ConfigError};
-use govbus_proto::v1::once_only_server::OnceOnlyServer;
+use govbus_proto::v1::{consents_server::ConsentsServer, once_only_server::OnceOnlyServer};
 use govbus_store::Showcase;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::Router;
+use tonic::{service::interceptor::InterceptedService, transport::server::Router};
 use tracing::info;
 
 pub use config::BrokerConfig;
+pub use consent::ConsentService;
 pub use evidence::{EvidenceError, EvidenceQuery, OnceOnlyService};
-pub use ingest::{Freshness, Ingestor};
+pub use ingest::{Freshness, IngestSettings, Ingestor};
+pub use policy::{Denial, Policy, PolicyError, PolicyStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -34,10 +38,17 @@ pub enum BrokerError {
     },
     #[error("grpc server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Security(#[from] govbus_server::SecurityError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
 }
 
 /// A built broker: showcase migrated, consumer subscribed, listening.
 pub struct Broker {
+    policy: PolicyStore,
+    policy_watch: Option<(std::path::PathBuf, std::time::Duration)>,
+    catalog: Arc<Catalog>,
     listener: TcpListener,
     local_addr: SocketAddr,
     router: Router,
@@ -56,7 +67,14 @@ impl std::fmt::Debug for Broker {
 impl Broker {
     pub async fn build(config: BrokerConfig) -> Result<Self, BrokerError> {
         config.validate()?;
+        let tls = config.tls.as_ref().expect("validated: tls is set");
+        let security = govbus_server::Security::load(
+            tls,
+            config.insecure_plaintext.as_ref(),
+            config.rate_limit,
+        )?;
         let catalog = Arc::new(Catalog::builtin());
+        let policy = PolicyStore::new(policy::initial(config.policy_file.as_deref(), &catalog)?);
         if config.kafka.manage_topics {
             let mut topics = catalog.topics();
             topics.push(govbus_kafka::DEAD_LETTER_TOPIC.to_string());
@@ -65,13 +83,16 @@ impl Broker {
         let showcase = Showcase::open(&config.database_url).await?;
         let freshness = Arc::new(Freshness::default());
         let ingestor = Ingestor::new(
-            &config.kafka,
-            &config.group_id,
+            IngestSettings {
+                kafka: &config.kafka,
+                group_id: &config.group_id,
+                ca_der: security.tls().ca_der().to_vec(),
+                batch_max: config.batch_max,
+                batch_wait: config.batch_wait(),
+            },
             showcase.clone(),
             catalog.clone(),
             freshness.clone(),
-            config.batch_max,
-            config.batch_wait(),
         )?;
         let (listener, local_addr) =
             govbus_server::bind(config.listen)
@@ -80,14 +101,30 @@ impl Broker {
                     addr: config.listen,
                     source,
                 })?;
-        let (health, router) = govbus_server::base_router();
+        let (health, router) = govbus_server::base_router(&security)?;
         govbus_server::set_serving::<OnceOnlyServer<OnceOnlyService>>(&health).await;
-        let router = router.add_service(OnceOnlyServer::new(OnceOnlyService::new(
+        govbus_server::set_serving::<ConsentsServer<ConsentService>>(&health).await;
+        let once_only = OnceOnlyServer::new(OnceOnlyService::new(
             showcase.clone(),
-            catalog,
+            catalog.clone(),
             freshness,
-        )));
+            policy.clone(),
+        ));
+        let consents = ConsentsServer::new(ConsentService::new(
+            govbus_store::Consents::new(showcase.database().clone()),
+            catalog.clone(),
+            policy.clone(),
+        ));
+        let router = router
+            .add_service(InterceptedService::new(once_only, security.authenticator()))
+            .add_service(InterceptedService::new(consents, security.authenticator()));
         Ok(Self {
+            policy,
+            policy_watch: config
+                .policy_file
+                .clone()
+                .map(|path| (path, config.policy_reload())),
+            catalog,
             listener,
             local_addr,
             router,
@@ -111,6 +148,9 @@ impl Broker {
         info!(addr = %self.local_addr, "broker serving");
         let stop = shutdown.child_token();
         let ingest = tokio::spawn(self.ingestor.run(stop.clone()));
+        if let Some((path, every)) = self.policy_watch {
+            tokio::spawn(self.policy.watch(path, self.catalog, every, stop.clone()));
+        }
         let served =
             govbus_server::serve(self.listener, self.router, stop.clone().cancelled_owned()).await;
         // A server error ends the broker: stop ingest too.

@@ -3,8 +3,17 @@
 
 use std::process::Command;
 
+/// Paths for the tls section; validation names a missing section before
+/// any file is read.
+const TLS: [(&str, &str); 3] = [
+    ("GOVBUS_TLS__CA", "/nonexistent/ca.pem"),
+    ("GOVBUS_TLS__CERT", "/nonexistent/broker.pem"),
+    ("GOVBUS_TLS__KEY", "/nonexistent/broker.key"),
+];
+
 fn broker(envs: &[(&str, &str)]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_govbus-broker"))
+        .envs(TLS.iter().copied())
         .envs(envs.iter().copied())
         .env("RUST_LOG", "error")
         .output()
@@ -44,4 +53,21 @@ fn invalid_configuration_is_refused_with_a_reason() {
         err.contains("/nonexistent/broker.toml does not exist"),
         "{err}"
     );
+
+    // Everything else valid: the certificate files are read, and are missing.
+    let (ok, err) = broker(&[("GOVBUS_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")]);
+    assert!(!ok);
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+}
+
+#[test]
+fn tls_is_required() {
+    let out = Command::new(env!("CARGO_BIN_EXE_govbus-broker"))
+        .env("GOVBUS_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("broker binary runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tls (ca, cert, key) is required"), "{err}");
 }

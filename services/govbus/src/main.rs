@@ -3,18 +3,63 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use govbus_cli::{
-    demo::{Demo, DemoConfig},
-    inspect,
+    demo::{Demo, DemoConfig, demo_identities},
+    inspect::{self, Connection},
 };
-use govbus_proto::v1::GetEvidenceRequest;
+use govbus_proto::v1::{ConsentScope, GetEvidenceRequest};
+use govbus_security::{Identity, pki};
 
 #[derive(Parser)]
 #[command(version, about = "govbus: interagency data-exchange bus")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where a command connects and whose certificate it presents.
+#[derive(Args)]
+struct Client {
+    /// Address of the broker.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    broker: String,
+    /// Folder made by `govbus certs init`.
+    #[arg(long, default_value = "var/certs")]
+    certs: PathBuf,
+    /// Whose certificate to present, as <agency>.<system> in the certs folder.
+    #[arg(long = "as", default_value = "egov.portal")]
+    as_system: String,
+}
+
+impl Client {
+    fn connection(&self) -> Connection {
+        Connection::from_certs_dir(self.broker.clone(), &self.certs, &self.as_system)
+    }
+}
+
+#[derive(Args)]
+struct Scope {
+    #[arg(long)]
+    subject: String,
+    /// The consuming system, agency/<agency>/system/<system>.
+    #[arg(long)]
+    consumer: String,
+    #[arg(long = "type")]
+    record_type: String,
+    #[arg(long)]
+    purpose: String,
+}
+
+impl From<Scope> for ConsentScope {
+    fn from(s: Scope) -> Self {
+        ConsentScope {
+            subject_id: s.subject,
+            consumer: s.consumer,
+            record_type: s.record_type,
+            purpose: s.purpose,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -25,10 +70,13 @@ enum Command {
         #[arg(long, env = "GOVBUS_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Development certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Ask the broker for evidence about a subject and print it as JSON.
     Evidence {
-        #[arg(long, default_value = "127.0.0.1:50051")]
-        broker: String,
+        #[command(flatten)]
+        client: Client,
         /// PINFL (14 digits) or STIR (9 digits).
         #[arg(long)]
         subject: String,
@@ -44,19 +92,78 @@ enum Command {
         #[arg(long, default_value = "")]
         request_id: String,
     },
+    /// Check the signatures of a saved evidence answer offline, against the bus CA.
+    Verify {
+        /// The JSON printed by `govbus evidence` (or grpcurl's GetEvidence answer).
+        evidence: PathBuf,
+        #[arg(long, default_value = "var/certs/ca.pem")]
+        ca: PathBuf,
+    },
     /// List the record types the broker knows.
     RecordTypes {
-        #[arg(long, default_value = "127.0.0.1:50051")]
-        broker: String,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Grant or revoke a citizen's consent (as the portal).
+    #[command(subcommand)]
+    Consent(ConsentCommand),
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create the CA and a certificate for every demo system (and any
+    /// --identity), keeping those that exist.
+    Init {
+        #[arg(long, default_value = "var/certs")]
+        dir: PathBuf,
+        /// More systems, as agency/<agency>/system/<system> (repeatable).
+        #[arg(long = "identity")]
+        identities: Vec<Identity>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConsentCommand {
+    Grant {
+        #[command(flatten)]
+        client: Client,
+        #[command(flatten)]
+        scope: Scope,
+        /// Days until the consent expires.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+    Revoke {
+        #[command(flatten)]
+        client: Client,
+        #[command(flatten)]
+        scope: Scope,
     },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    govbus_security::install_crypto_provider();
     match Cli::parse().command {
         Command::Run { config } => run(config).await,
+        Command::Certs(CertsCommand::Init { dir, identities }) => {
+            let mut all = demo_identities();
+            all.extend(identities);
+            let created = pki::init_dir(&dir, &all)?;
+            println!("ca: {}", dir.join("ca.pem").display());
+            for identity in &all {
+                let files = pki::settings_in(&dir, identity);
+                let state = if created.contains(identity) {
+                    "created"
+                } else {
+                    "kept"
+                };
+                println!("{identity}: {} ({state})", files.cert.display());
+            }
+            Ok(())
+        }
         Command::Evidence {
-            broker,
+            client,
             subject,
             record_type,
             purpose,
@@ -70,11 +177,38 @@ async fn main() -> anyhow::Result<()> {
                 request_id,
                 fields,
             };
-            println!("{}", inspect::evidence(&broker, request).await?);
+            println!(
+                "{}",
+                inspect::evidence(&client.connection(), request).await?
+            );
             Ok(())
         }
-        Command::RecordTypes { broker } => {
-            println!("{}", inspect::record_types(&broker).await?);
+        Command::Verify { evidence, ca } => {
+            for line in inspect::verify_file(&evidence, &ca)? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::RecordTypes { client } => {
+            println!("{}", inspect::record_types(&client.connection()).await?);
+            Ok(())
+        }
+        Command::Consent(ConsentCommand::Grant {
+            client,
+            scope,
+            days,
+        }) => {
+            println!(
+                "{}",
+                inspect::grant_consent(&client.connection(), scope.into(), days).await?
+            );
+            Ok(())
+        }
+        Command::Consent(ConsentCommand::Revoke { client, scope }) => {
+            println!(
+                "{}",
+                inspect::revoke_consent(&client.connection(), scope.into()).await?
+            );
             Ok(())
         }
     }
@@ -90,6 +224,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     let broker = &endpoints[1].1;
     let kafka = &endpoints[0].1;
     let subject = demo.example_subject();
+    let certs = demo.certs_dir().display().to_string();
 
     println!("govbus is running; Ctrl-C stops it.\n");
     for (name, address) in &endpoints {
@@ -99,17 +234,27 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         "data: {} (recreated at each start)",
         demo.data_dir().display()
     );
-    println!("\nTry it:");
     println!(
-        "  cargo run -q -p govbus-cli -- evidence --broker {broker} --subject {subject} --type marriage_certificate --purpose demo"
+        "policy: {} (edit it; the broker reloads it)",
+        demo.policy_file().display()
     );
     println!(
-        "  grpcurl -plaintext -d '{{\"subject_id\":\"{subject}\",\"record_type\":\"birth_certificate\",\"purpose\":\"demo\"}}' {broker} govbus.v1.OnceOnly/GetEvidence"
+        "certificates: {certs} (mTLS everywhere; the portal's client certificate is {certs}/egov.portal.pem, key {certs}/egov.portal.key, CA {certs}/ca.pem)"
+    );
+    println!("\nTry it:");
+    println!(
+        "  cargo run -q -p govbus-cli -- evidence --broker {broker} --subject {subject} --type marriage_certificate --purpose demo > evidence.json"
+    );
+    println!("  cargo run -q -p govbus-cli -- verify evidence.json --ca {certs}/ca.pem");
+    println!(
+        "  grpcurl -cacert {certs}/ca.pem -cert {certs}/egov.portal.pem -key {certs}/egov.portal.key -d '{{\"subject_id\":\"{subject}\",\"record_type\":\"birth_certificate\",\"purpose\":\"demo\"}}' {broker} govbus.v1.OnceOnly/GetEvidence"
     );
     println!(
         "  kcat -b {kafka} -C -e -t govbus.records.birth_certificate -c 3 -f '%k %p:%o %T\\n'"
     );
-    println!("(README.md shows how to publish through an adapter.)\n");
+    println!(
+        "(README.md shows more: publishing through an adapter, consents, the tax committee's narrower grant.)\n"
+    );
 
     demo.run(govbus_server::shutdown_on_signal()).await
 }

@@ -14,6 +14,7 @@ use govbus_adapter::{Adapter, AdapterConfig, OutboxConfig, outbox_table_ddl};
 use govbus_broker::{Broker, BrokerConfig};
 use govbus_core::Catalog;
 use govbus_kafka::{EmbeddedCluster, KafkaSettings};
+use govbus_security::{Identity, pki};
 use govbus_store::{Database, Showcase};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,9 @@ use records::OutboxRow;
 pub struct DemoConfig {
     /// Where the demo keeps its SQLite databases; recreated at each start.
     pub data_dir: PathBuf,
+    /// The development CA and every demo system's certificate, created on
+    /// first start and kept.
+    pub certs_dir: PathBuf,
     /// Size of the synthetic population.
     pub citizens: usize,
     /// Same seed, same citizens.
@@ -41,6 +45,7 @@ impl Default for DemoConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("var/demo"),
+            certs_dir: PathBuf::from("var/certs"),
             citizens: 1000,
             seed: 2026,
             broker_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
@@ -51,11 +56,31 @@ impl Default for DemoConfig {
     }
 }
 
+pub const BROKER: &str = "agency/govbus/system/broker";
+pub const CIVIL_REGISTRY: &str = "agency/civil-registry/system/fhdy";
+pub const INTERIOR: &str = "agency/interior/system/address-bureau";
+pub const PORTAL: &str = "agency/egov/system/portal";
+pub const TAX: &str = "agency/tax/system/soliq";
+
+/// Every system of the demo, which `govbus certs init` issues certificates for.
+pub fn demo_identities() -> Vec<Identity> {
+    [BROKER, CIVIL_REGISTRY, INTERIOR, PORTAL, TAX]
+        .iter()
+        .map(|s| s.parse().expect("demo identities are well-formed"))
+        .collect()
+}
+
+/// The demo's access policy: the one documented in deploy/config, written
+/// to the data folder at first start so that it can be edited live.
+const DEMO_POLICY: &str = include_str!("../../../../deploy/config/policy.toml");
+
 /// The demo's files; nothing else in `data_dir` is touched.
 const DEMO_DATABASES: &[&str] = &["showcase.db", "civil-registry.db", "interior.db"];
 
 /// A built demo: cluster up, databases seeded, services listening.
 pub struct Demo {
+    certs_dir: PathBuf,
+    policy_file: PathBuf,
     cluster: Option<EmbeddedCluster>,
     kafka: String,
     broker: Broker,
@@ -105,10 +130,25 @@ impl Demo {
             }
         }
         let url = |name: &str| format!("sqlite://{}", config.data_dir.join(name).display());
+        let created = pki::init_dir(&config.certs_dir, &demo_identities())
+            .context("cannot create the development certificates")?;
+        if !created.is_empty() {
+            info!(dir = %config.certs_dir.display(), certificates = created.len(), "development certificates created");
+        }
+        let tls = |identity: &str| {
+            pki::settings_in(&config.certs_dir, &identity.parse().expect("demo identity"))
+        };
+        let policy_file = config.data_dir.join("policy.toml");
+        if !policy_file.exists() {
+            std::fs::write(&policy_file, DEMO_POLICY)
+                .with_context(|| format!("cannot write {}", policy_file.display()))?;
+        }
         seed_outbox(&url("civil-registry.db"), &civil).await?;
         seed_outbox(&url("interior.db"), &interior).await?;
 
         let broker = Broker::build(BrokerConfig {
+            tls: Some(tls(BROKER)),
+            policy_file: Some(policy_file.clone()),
             listen: config.broker_listen,
             database_url: url("showcase.db"),
             kafka: kafka.clone(),
@@ -117,23 +157,16 @@ impl Demo {
         .await
         .context("broker did not start")?;
         let mut adapters = Vec::new();
-        for (name, agency, system, listen) in [
+        for (name, identity, listen) in [
             (
                 "civil-registry",
-                "civil-registry",
-                "fhdy",
+                CIVIL_REGISTRY,
                 config.civil_registry_listen,
             ),
-            (
-                "interior",
-                "interior",
-                "address-bureau",
-                config.interior_listen,
-            ),
+            ("interior", INTERIOR, config.interior_listen),
         ] {
             let adapter = Adapter::build(AdapterConfig {
-                agency: agency.into(),
-                system: system.into(),
+                tls: Some(tls(identity)),
                 listen,
                 kafka: kafka.clone(),
                 outbox: Some(OutboxConfig {
@@ -147,6 +180,8 @@ impl Demo {
             adapters.push((name, adapter));
         }
         Ok(Self {
+            certs_dir: config.certs_dir,
+            policy_file,
             cluster,
             kafka: kafka.bootstrap_servers,
             broker,
@@ -171,6 +206,14 @@ impl Demo {
 
     pub fn data_dir(&self) -> &PathBuf {
         &self.data_dir
+    }
+
+    pub fn certs_dir(&self) -> &PathBuf {
+        &self.certs_dir
+    }
+
+    pub fn policy_file(&self) -> &PathBuf {
+        &self.policy_file
     }
 
     /// A citizen with a birth, a marriage and an address on record.

@@ -1,0 +1,13 @@
+//! Trust on the bus: agency system identities, the development CA, mTLS
+//! configuration and record signatures.
+
+mod identity;
+pub mod pki;
+mod signing;
+mod tls;
+
+pub use identity::{Identity, IdentityError, TRUST_DOMAIN};
+pub use signing::{SignError, Signer, Verified, VerifyError, check_issued_by, key_id, verify};
+pub use tls::{
+    TlsError, TlsMaterial, TlsSettings, install_crypto_provider, peer_identity, pem_certificate_der,
+};

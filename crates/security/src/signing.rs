@@ -1,0 +1,217 @@
+//! Record signatures: Ed25519 with the key of the signer's certificate, over
+//! `govbus.v1.SigningInput`; verification needs only the bus CA certificate.
+
+use govbus_core::{
+    SigningInputError, content_hash, signing_input,
+    time::{now_timestamp, timestamp_to_micros},
+};
+use govbus_proto::v1::{Record, RecordSignature};
+use ring::{
+    rand::{SecureRandom, SystemRandom},
+    signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey},
+};
+use sha2::{Digest, Sha256};
+use x509_parser::{
+    prelude::{FromDer, X509Certificate},
+    time::ASN1Time,
+};
+
+use crate::{Identity, tls::pem_certificate_der};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("the certificate is not PEM")]
+    CertificateNotPem,
+    #[error("the private key is not a PKCS#8 Ed25519 key in PEM")]
+    KeyNotEd25519,
+    #[error("the certificate: {0}")]
+    Certificate(String),
+    #[error("the private key does not belong to the certificate")]
+    KeyMismatch,
+    #[error("no randomness for salts")]
+    Random,
+    #[error(transparent)]
+    Input(#[from] SigningInputError),
+}
+
+/// Why a record's signature does not hold. Each names the first check that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("record is not signed")]
+    Unsigned,
+    #[error("signer certificate does not parse: {0}")]
+    BadCertificate(String),
+    #[error("signer certificate was not issued by the bus CA")]
+    UnknownIssuer,
+    #[error("signer certificate was not valid at the signing time")]
+    NotValidAtSigning,
+    #[error("signer certificate names no govbus identity")]
+    NoIdentity,
+    #[error("signer {claimed} does not match the certificate's identity {actual}")]
+    SignerMismatch { claimed: String, actual: String },
+    #[error("key id does not match the certificate's key")]
+    KeyIdMismatch,
+    #[error("signing input: {0}")]
+    Input(#[from] SigningInputError),
+    #[error("content_hash does not match the record")]
+    HashMismatch,
+    #[error("signature does not match the record (forged or tampered)")]
+    BadSignature,
+}
+
+/// Hex SHA-256 of a SubjectPublicKeyInfo.
+pub fn key_id(spki_der: &[u8]) -> String {
+    hex::encode(Sha256::digest(spki_der))
+}
+
+/// What a successful verification proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub signer: Identity,
+    pub key_id: String,
+}
+
+/// Signs records as one agency system.
+pub struct Signer {
+    identity: Identity,
+    key: Ed25519KeyPair,
+    certificate: Vec<u8>,
+    key_id: String,
+    random: SystemRandom,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("identity", &self.identity)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, SignError> {
+        let certificate = pem_certificate_der(cert_pem).ok_or(SignError::CertificateNotPem)?;
+        let (_, key_block) = x509_parser::pem::parse_x509_pem(key_pem.as_bytes())
+            .map_err(|_| SignError::KeyNotEd25519)?;
+        let key = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&key_block.contents)
+            .map_err(|_| SignError::KeyNotEd25519)?;
+        let (_, cert) = X509Certificate::from_der(&certificate)
+            .map_err(|e| SignError::Certificate(e.to_string()))?;
+        if cert.public_key().subject_public_key.data.as_ref() != key.public_key().as_ref() {
+            return Err(SignError::KeyMismatch);
+        }
+        let identity = Identity::from_certificate(&certificate)
+            .map_err(|e| SignError::Certificate(e.to_string()))?;
+        let key_id = key_id(cert.public_key().raw);
+        Ok(Self {
+            identity,
+            key,
+            certificate,
+            key_id,
+            random: SystemRandom::new(),
+        })
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Signs a probe and verifies it with the certificate's key.
+    pub fn self_check(&self) -> Result<(), SignError> {
+        let probe = b"govbus key check";
+        let signature = self.key.sign(probe);
+        UnparsedPublicKey::new(&ED25519, self.key.public_key().as_ref())
+            .verify(probe, signature.as_ref())
+            .map_err(|_| SignError::KeyMismatch)
+    }
+
+    /// Adds salts, the signature block and the content hash to `record`.
+    pub fn sign(&self, record: &mut Record) -> Result<(), SignError> {
+        let mut field_salts = std::collections::HashMap::new();
+        if let Some(payload) = &record.payload {
+            for number in govbus_core::wire::split_fields(&payload.value)
+                .map_err(SigningInputError::from)?
+                .into_keys()
+            {
+                let mut salt = vec![0u8; 16];
+                self.random.fill(&mut salt).map_err(|_| SignError::Random)?;
+                field_salts.insert(number, salt);
+            }
+        }
+        record.signature = Some(RecordSignature {
+            signer: self.identity.to_string(),
+            key_id: self.key_id.clone(),
+            certificate: self.certificate.clone(),
+            signed_at: Some(now_timestamp()),
+            signature: Vec::new(),
+            field_salts,
+            withheld_field_digests: Default::default(),
+        });
+        let input = signing_input(record)?;
+        record.content_hash = content_hash(&input);
+        if let Some(signature) = record.signature.as_mut() {
+            signature.signature = self.key.sign(&input).as_ref().to_vec();
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `cert_der` was issued by the CA in `ca_der` and, when `at`
+/// (seconds since the epoch) is given, was valid then; otherwise now.
+pub fn check_issued_by(cert_der: &[u8], ca_der: &[u8], at: Option<i64>) -> Result<(), VerifyError> {
+    let (_, cert) = X509Certificate::from_der(cert_der)
+        .map_err(|e| VerifyError::BadCertificate(e.to_string()))?;
+    let (_, ca) = X509Certificate::from_der(ca_der)
+        .map_err(|e| VerifyError::BadCertificate(e.to_string()))?;
+    if cert.issuer() != ca.subject() || cert.verify_signature(Some(ca.public_key())).is_err() {
+        return Err(VerifyError::UnknownIssuer);
+    }
+    let when = match at {
+        Some(secs) => ASN1Time::from_timestamp(secs).map_err(|_| VerifyError::NotValidAtSigning)?,
+        None => ASN1Time::now(),
+    };
+    if !cert.validity().is_valid_at(when) || !ca.validity().is_valid_at(when) {
+        return Err(VerifyError::NotValidAtSigning);
+    }
+    Ok(())
+}
+
+/// Verifies a (possibly minimised) record offline against the bus CA.
+pub fn verify(record: &Record, ca_der: &[u8]) -> Result<Verified, VerifyError> {
+    let signature = record.signature.as_ref().ok_or(VerifyError::Unsigned)?;
+    if signature.signature.is_empty() {
+        return Err(VerifyError::Unsigned);
+    }
+    let signed_at = signature
+        .signed_at
+        .as_ref()
+        .map(|t| timestamp_to_micros(t).div_euclid(1_000_000))
+        .ok_or(VerifyError::NotValidAtSigning)?;
+    check_issued_by(&signature.certificate, ca_der, Some(signed_at))?;
+    let (_, cert) = X509Certificate::from_der(&signature.certificate)
+        .map_err(|e| VerifyError::BadCertificate(e.to_string()))?;
+    let actual =
+        Identity::from_certificate(&signature.certificate).map_err(|_| VerifyError::NoIdentity)?;
+    if actual.to_string() != signature.signer {
+        return Err(VerifyError::SignerMismatch {
+            claimed: signature.signer.clone(),
+            actual: actual.to_string(),
+        });
+    }
+    let expected_key_id = key_id(cert.public_key().raw);
+    if expected_key_id != signature.key_id {
+        return Err(VerifyError::KeyIdMismatch);
+    }
+    let input = signing_input(record)?;
+    if content_hash(&input) != record.content_hash {
+        return Err(VerifyError::HashMismatch);
+    }
+    UnparsedPublicKey::new(&ED25519, cert.public_key().subject_public_key.data.as_ref())
+        .verify(&input, &signature.signature)
+        .map_err(|_| VerifyError::BadSignature)?;
+    Ok(Verified {
+        signer: actual,
+        key_id: expected_key_id,
+    })
+}

@@ -1,0 +1,154 @@
+//! Record signatures: what verifies, and every way a record can fail to.
+
+use govbus_core::minimise;
+use govbus_proto::{
+    records::{BirthCertificate, PersonName},
+    v1::{Record, RecordStatus},
+};
+use govbus_security::{
+    Identity, Signer, VerifyError,
+    pki::{CertificateAuthority, LeafRequest},
+    verify,
+};
+use prost::Message;
+
+fn ca() -> CertificateAuthority {
+    CertificateAuthority::generate("test CA").unwrap()
+}
+
+fn der(pem: &str) -> Vec<u8> {
+    x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .unwrap()
+        .1
+        .contents
+}
+
+fn signer(ca: &CertificateAuthority, identity: &str) -> Signer {
+    let issued = ca
+        .issue(&LeafRequest::new(identity.parse().unwrap()))
+        .unwrap();
+    Signer::from_pem(&issued.cert_pem, &issued.key_pem).unwrap()
+}
+
+fn record() -> Record {
+    let payload = BirthCertificate {
+        certificate_number: "I-TN 0412345".into(),
+        child: Some(PersonName {
+            pinfl: "51505151234567".into(),
+            first_name: "Aziz".into(),
+            ..Default::default()
+        }),
+        sex: 1,
+        date_of_birth: "2015-05-15".into(),
+        ..Default::default()
+    };
+    Record {
+        record_id: "0192f000-0000-7000-8000-000000000001".into(),
+        record_type: "birth_certificate".into(),
+        subject_id: "51505151234567".into(),
+        record_key: "I-TN 0412345".into(),
+        version: 1,
+        status: RecordStatus::Active as i32,
+        source_agency: "civil-registry".into(),
+        source_system: "fhdy".into(),
+        payload: Some(govbus_proto::pack(&payload)),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn signed_records_verify_and_minimised_copies_too() {
+    let ca = ca();
+    let signer = signer(&ca, "agency/civil-registry/system/fhdy");
+    let mut r = record();
+    signer.sign(&mut r).unwrap();
+    let verified = verify(&r, &der(ca.cert_pem())).unwrap();
+    assert_eq!(
+        verified.signer,
+        "agency/civil-registry/system/fhdy"
+            .parse::<Identity>()
+            .unwrap()
+    );
+
+    let hash = r.content_hash.clone();
+    let mut minimised = r.clone();
+    minimise(&mut minimised, &[4]).unwrap();
+    let payload =
+        BirthCertificate::decode(minimised.payload.as_ref().unwrap().value.as_slice()).unwrap();
+    assert_eq!(payload.date_of_birth, "2015-05-15");
+    assert!(payload.child.is_none());
+    let signature = minimised.signature.as_ref().unwrap();
+    assert_eq!(
+        signature.field_salts.len(),
+        1,
+        "withheld fields keep no salt"
+    );
+    assert_eq!(signature.withheld_field_digests.len(), 3);
+    assert_eq!(minimised.content_hash, hash);
+    verify(&minimised, &der(ca.cert_pem())).unwrap();
+}
+
+#[test]
+fn tampering_forgery_and_foreign_keys_fail() {
+    let ca = ca();
+    let ca_der = der(ca.cert_pem());
+    let signer = signer(&ca, "agency/civil-registry/system/fhdy");
+    let mut signed = record();
+    signer.sign(&mut signed).unwrap();
+
+    let mut r = signed.clone();
+    r.version = 2;
+    assert_eq!(verify(&r, &ca_der), Err(VerifyError::HashMismatch));
+
+    // Tampered payload with the content hash recomputed: the signature gives it away.
+    let mut r = signed.clone();
+    let mut payload =
+        BirthCertificate::decode(r.payload.as_ref().unwrap().value.as_slice()).unwrap();
+    payload.date_of_birth = "2014-01-01".into();
+    r.payload.as_mut().unwrap().value = payload.encode_to_vec();
+    r.content_hash = govbus_core::content_hash(&govbus_core::signing_input(&r).unwrap());
+    assert_eq!(verify(&r, &ca_der), Err(VerifyError::BadSignature));
+
+    let mut r = signed.clone();
+    r.signature.as_mut().unwrap().signer = "agency/interior/system/address-bureau".into();
+    assert!(matches!(
+        verify(&r, &ca_der),
+        Err(VerifyError::SignerMismatch { .. })
+    ));
+
+    let mut r = signed.clone();
+    r.signature = None;
+    assert_eq!(verify(&r, &ca_der), Err(VerifyError::Unsigned));
+
+    // Signed by a key from another CA.
+    let other = CertificateAuthority::generate("rogue CA").unwrap();
+    let rogue = self::signer(&other, "agency/civil-registry/system/fhdy");
+    let mut r = record();
+    rogue.sign(&mut r).unwrap();
+    assert_eq!(verify(&r, &ca_der), Err(VerifyError::UnknownIssuer));
+
+    // Signed with a certificate that had expired.
+    let mut request = LeafRequest::new("agency/civil-registry/system/fhdy".parse().unwrap());
+    request.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+    request.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    let issued = ca.issue(&request).unwrap();
+    let expired = Signer::from_pem(&issued.cert_pem, &issued.key_pem).unwrap();
+    let mut r = record();
+    expired.sign(&mut r).unwrap();
+    assert_eq!(verify(&r, &ca_der), Err(VerifyError::NotValidAtSigning));
+}
+
+#[test]
+fn a_key_must_match_its_certificate() {
+    let ca = ca();
+    let a = ca
+        .issue(&LeafRequest::new("agency/a/system/a".parse().unwrap()))
+        .unwrap();
+    let b = ca
+        .issue(&LeafRequest::new("agency/b/system/b".parse().unwrap()))
+        .unwrap();
+    assert!(matches!(
+        Signer::from_pem(&a.cert_pem, &b.key_pem),
+        Err(govbus_security::SignError::KeyMismatch)
+    ));
+}
