@@ -533,3 +533,67 @@ pub fn read_topic(bus: &TestBus, topic: &str) -> Vec<(String, Vec<(String, Strin
     }
     messages
 }
+
+/// A client certificate made for a refusal test.
+pub struct OddCertificate {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestBus {
+    /// The bus CA, to issue certificates with unusual properties.
+    pub fn ca(&self) -> pki::CertificateAuthority {
+        let dir = self.certs_dir();
+        let cert = std::fs::read_to_string(dir.join("ca.pem")).expect("ca.pem");
+        let key = std::fs::read_to_string(dir.join("ca.key")).expect("ca.key");
+        pki::CertificateAuthority::from_pem(&cert, &key).expect("test CA loads")
+    }
+
+    /// A certificate for `identity` from the bus CA, shaped by `edit`.
+    pub fn odd_certificate(
+        &self,
+        identity: &str,
+        edit: impl FnOnce(&mut pki::LeafRequest),
+    ) -> OddCertificate {
+        let mut request = pki::LeafRequest::new(id(identity));
+        edit(&mut request);
+        let issued = self.ca().issue(&request).expect("certificate issued");
+        OddCertificate {
+            cert_pem: issued.cert_pem,
+            key_pem: issued.key_pem,
+        }
+    }
+}
+
+impl Running {
+    /// Connects presenting `client` (or no certificate at all) and trusting the
+    /// bus CA, then calls ListRecordTypes on a broker or an empty Publish on an
+    /// adapter. The error text when either step fails.
+    pub async fn try_call_with(&self, client: Option<&OddCertificate>) -> Result<(), String> {
+        let ca = std::fs::read_to_string(self.certs.join("ca.pem")).expect("ca.pem");
+        let mut tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+            .domain_name("localhost");
+        if let Some(c) = client {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                &c.cert_pem,
+                &c.key_pem,
+            ));
+        }
+        let channel = Channel::from_shared(self.url())
+            .expect("url")
+            .tls_config(tls)
+            .expect("tls config")
+            .connect()
+            .await
+            .map_err(|e| format!("connect: {e:?}"))?;
+        let mut client = OnceOnlyClient::new(channel);
+        match client
+            .list_record_types(govbus_proto::v1::ListRecordTypesRequest {})
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
+        }
+    }
+}

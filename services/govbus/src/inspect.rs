@@ -72,6 +72,8 @@ impl Connection {
         let url = format!("https://{}", self.address.trim_start_matches("https://"));
         let channel = Channel::from_shared(url.clone())?
             .tls_config(tls.client_config("localhost"))?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(30))
             .connect()
             .await
             .with_context(|| format!("cannot reach {url} over mTLS"))?;
