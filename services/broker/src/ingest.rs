@@ -28,6 +28,13 @@ use rdkafka::{
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+/// Adapters enforce their own (configurable) payload limit; the broker takes
+/// whatever fits in a Kafka message rather than second-guess them.
+const INGEST_LIMITS: RecordLimits = RecordLimits {
+    max_payload_bytes: 1024 * 1024,
+    max_key_chars: 128,
+};
+
 /// When the showcase last held everything the consumer could see on Kafka.
 #[derive(Debug, Default)]
 pub struct Freshness {
@@ -293,7 +300,7 @@ impl Ingestor {
             return Err("source_agency/source_system do not match the signer".into());
         }
         let valid =
-            validate_record(&self.catalog, record, &RecordLimits::default()).map_err(|v| {
+            validate_record(&self.catalog, record, &INGEST_LIMITS).map_err(|v| {
                 v.iter()
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
