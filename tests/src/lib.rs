@@ -67,10 +67,72 @@ fields = ["child", "date_of_birth"]
 "#;
 
 /// One embedded Kafka cluster, a CA with certificates for the test systems,
-/// a policy file and a scratch folder for databases.
+/// a policy file and a scratch folder; databases are SQLite files there, or —
+/// when `TEST_POSTGRES_URL` names a server — PostgreSQL databases
+/// created for this bus and dropped with it.
 pub struct TestBus {
     pub cluster: EmbeddedCluster,
     pub dir: TempDir,
+    postgres: Option<String>,
+    run_id: String,
+    created: std::sync::Mutex<Vec<String>>,
+}
+
+/// The PostgreSQL server for the test run, if any: an admin URL such as
+/// `postgres://postgres@127.0.0.1:5432/postgres`.
+pub fn postgres_admin_url() -> Option<String> {
+    std::env::var("TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// Runs one statement on the admin database, from a thread of its own so
+/// that it can be called from sync code inside a runtime (and from Drop).
+fn admin_exec(admin_url: &str, sql: String) -> Result<(), String> {
+    let url = admin_url.to_string();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async move {
+            use sqlx::Connection;
+            sqlx::any::install_default_drivers();
+            let mut conn = sqlx::AnyConnection::connect(&url)
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| "admin thread panicked".to_string())?
+}
+
+fn with_database(admin_url: &str, database: &str) -> String {
+    let (base, query) = admin_url.split_once('?').unwrap_or((admin_url, ""));
+    let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
+    if query.is_empty() {
+        format!("{base}/{database}")
+    } else {
+        format!("{base}/{database}?{query}")
+    }
+}
+
+impl Drop for TestBus {
+    fn drop(&mut self) {
+        let Some(admin) = &self.postgres else { return };
+        let created = self.created.lock().map(|c| c.clone()).unwrap_or_default();
+        for database in created {
+            let _ = admin_exec(
+                admin,
+                format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+            );
+        }
+    }
 }
 
 impl TestBus {
@@ -82,6 +144,10 @@ impl TestBus {
         let bus = Self {
             cluster: EmbeddedCluster::start(1, &topics, 3).expect("embedded cluster starts"),
             dir: tempfile::tempdir().expect("temporary folder"),
+            postgres: postgres_admin_url(),
+            // The random tail of a v7 id: tests starting in the same millisecond differ.
+            run_id: uuid::Uuid::now_v7().simple().to_string()[20..].to_string(),
+            created: std::sync::Mutex::new(Vec::new()),
         };
         let identities: Vec<Identity> = [BROKER, FHDY, INTERIOR, PORTAL, TAX, STRANGER]
             .into_iter()
@@ -128,8 +194,31 @@ impl TestBus {
         settings
     }
 
-    pub fn sqlite_url(&self, name: &str) -> String {
-        format!("sqlite://{}", self.dir.path().join(name).display())
+    /// A database for `name` (e.g. `showcase.db`): a SQLite file of this
+    /// bus, or a fresh PostgreSQL database dropped with the bus.
+    pub fn database_url(&self, name: &str) -> String {
+        let Some(admin) = &self.postgres else {
+            return format!("sqlite://{}", self.dir.path().join(name).display());
+        };
+        let stem: String = name
+            .trim_end_matches(".db")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let database = format!("govbus_t_{}_{stem}", self.run_id);
+        let mut created = self.created.lock().expect("database list");
+        if !created.contains(&database) {
+            admin_exec(admin, format!("CREATE DATABASE {database}"))
+                .unwrap_or_else(|e| panic!("cannot create test database {database}: {e}"));
+            created.push(database.clone());
+        }
+        with_database(admin, &database)
     }
 
     pub fn broker_config(&self, db: &str) -> BrokerConfig {
@@ -138,7 +227,7 @@ impl TestBus {
             policy_file: Some(self.policy_path()),
             policy_reload_ms: 50,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            database_url: self.sqlite_url(db),
+            database_url: self.database_url(db),
             kafka: self.kafka(),
             ..BrokerConfig::default()
         }
@@ -156,7 +245,7 @@ impl TestBus {
 
     pub fn outbox_config(&self, db: &str) -> OutboxConfig {
         OutboxConfig {
-            database_url: self.sqlite_url(db),
+            database_url: self.database_url(db),
             poll_interval_ms: 50,
             ..OutboxConfig::default()
         }
@@ -447,14 +536,14 @@ pub async fn produce_raw(bus: &TestBus, topic: &str, key: &str, payload: &[u8]) 
 
 /// A second handle on a broker's showcase database, for assertions.
 pub async fn open_showcase(bus: &TestBus, db: &str) -> govbus_store::Showcase {
-    govbus_store::Showcase::open(&bus.sqlite_url(db))
+    govbus_store::Showcase::open(&bus.database_url(db))
         .await
         .expect("showcase opens")
 }
 
 /// Creates an agency outbox table in a SQLite database of the test's folder.
 pub async fn agency_outbox(bus: &TestBus, db: &str) -> sqlx::AnyPool {
-    let db = govbus_store::Database::connect(&bus.sqlite_url(db))
+    let db = govbus_store::Database::connect(&bus.database_url(db))
         .await
         .expect("agency database");
     let ddl = govbus_adapter::outbox_table_ddl("govbus_outbox", db.backend);

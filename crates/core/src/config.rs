@@ -37,7 +37,8 @@ where
         }
         figment = figment.merge(Toml::file_exact(file));
     }
-    figment = figment.merge(Env::prefixed("GOVBUS_").split("__"));
+    // GOVBUS_CONFIG names the file itself; it is not a setting.
+    figment = figment.merge(Env::prefixed("GOVBUS_").ignore(&["config"]).split("__"));
     figment
         .extract()
         .map_err(|e| ConfigError(e.to_string().replace('\n', "; ")))
@@ -76,6 +77,7 @@ mod tests {
             )?;
             jail.set_env("GOVBUS_KAFKA__BOOTSTRAP_SERVERS", "b:2");
             jail.set_env("GOVBUS_KAFKA__CLIENT__SECURITY_PROTOCOL", "ssl");
+            jail.set_env("GOVBUS_CONFIG", "govbus.toml");
             let s: Sample = load(Some(Path::new("govbus.toml"))).unwrap();
             assert_eq!(s.listen, "127.0.0.1:1");
             assert_eq!(s.kafka.bootstrap_servers, "b:2");

@@ -7,4 +7,4 @@ mod showcase;
 
 pub use consents::{ConsentRecord, ConsentScope, ConsentState, Consents};
 pub use database::{Backend, Database, StoreError};
-pub use showcase::{ApplyStats, IngestedRecord, Showcase, StoredRecord};
+pub use showcase::{ApplyStats, IngestedRecord, Showcase, ShowcaseDigest, StoredRecord};

@@ -161,3 +161,78 @@ impl Showcase {
             .await?)
     }
 }
+
+/// A content digest of the showcase, the same for two showcases that hold
+/// the same records whatever order they were written in or backend they are
+/// on: the sum (mod 2^256) of a SHA-256 per row, over the current records
+/// and the history separately.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShowcaseDigest {
+    pub current_records: i64,
+    pub current: String,
+    pub history_records: i64,
+    pub history: String,
+}
+
+impl Showcase {
+    pub async fn digest(&self) -> Result<ShowcaseDigest, StoreError> {
+        let (current_records, current) = self.table_digest("showcase_records").await?;
+        let (history_records, history) = self.table_digest("showcase_history").await?;
+        Ok(ShowcaseDigest {
+            current_records,
+            current,
+            history_records,
+            history,
+        })
+    }
+
+    async fn table_digest(&self, table: &'static str) -> Result<(i64, String), StoreError> {
+        use futures::TryStreamExt;
+        use sha2::{Digest, Sha256};
+
+        // Where a record came from (offset, ingestion time) is not content.
+        let sql = format!(
+            "SELECT record_type, subject_id, record_key, version, record_id, status, content_hash, envelope FROM {table}"
+        );
+        let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch(&self.db.pool);
+        let mut sum = [0u64; 4];
+        let mut count = 0i64;
+        while let Some(row) = rows.try_next().await? {
+            let mut hasher = Sha256::new();
+            for i in 0..3 {
+                let text: String = row.try_get(i)?;
+                hasher.update((text.len() as u64).to_be_bytes());
+                hasher.update(text.as_bytes());
+            }
+            hasher.update(row.try_get::<i64, _>(3)?.to_be_bytes());
+            let record_id: String = row.try_get(4)?;
+            hasher.update(record_id.as_bytes());
+            hasher.update(row.try_get::<i64, _>(5)?.to_be_bytes());
+            for i in 6..8 {
+                let bytes: Vec<u8> = row.try_get(i)?;
+                hasher.update((bytes.len() as u64).to_be_bytes());
+                hasher.update(&bytes);
+            }
+            add_256(&mut sum, &hasher.finalize());
+            count += 1;
+        }
+        let bytes: Vec<u8> = sum
+            .iter()
+            .rev()
+            .flat_map(|limb| limb.to_be_bytes())
+            .collect();
+        Ok((count, hex::encode(bytes)))
+    }
+}
+
+/// `sum += digest` modulo 2^256, little-endian limbs.
+fn add_256(sum: &mut [u64; 4], digest: &[u8]) {
+    let mut carry = 0u128;
+    for (i, limb) in sum.iter_mut().enumerate() {
+        let start = 32 - (i + 1) * 8;
+        let part = u64::from_be_bytes(digest[start..start + 8].try_into().expect("8 bytes"));
+        let total = u128::from(*limb) + u128::from(part) + carry;
+        *limb = total as u64;
+        carry = total >> 64;
+    }
+}

@@ -14,11 +14,9 @@ use std::{
     time::Duration,
 };
 
-use govbus_core::{Catalog, RecordLimits, time::now_micros, validate_record};
+use govbus_core::{Catalog, time::now_micros};
 use govbus_kafka::{DEAD_LETTER_TOPIC, HeaderExtractor, KafkaSettings, RecordProducer};
-use govbus_proto::v1::Record;
 use govbus_store::{IngestedRecord, Showcase};
-use prost::Message as _;
 use rdkafka::{
     ClientContext, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
@@ -28,12 +26,7 @@ use rdkafka::{
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-/// Adapters enforce their own (configurable) payload limit; the broker takes
-/// whatever fits in a Kafka message rather than second-guess them.
-const INGEST_LIMITS: RecordLimits = RecordLimits {
-    max_payload_bytes: 1024 * 1024,
-    max_key_chars: 128,
-};
+use crate::checks::RecordChecker;
 
 /// When the showcase last held everything the consumer could see on Kafka.
 #[derive(Debug, Default)]
@@ -83,10 +76,9 @@ struct Consumed {
 pub struct Ingestor {
     consumer: StreamConsumer<IngestContext>,
     showcase: Showcase,
-    catalog: Arc<Catalog>,
+    checker: RecordChecker,
     dead_letters: RecordProducer,
     freshness: Arc<Freshness>,
-    ca_der: Vec<u8>,
     batch_max: usize,
     batch_wait: Duration,
 }
@@ -142,10 +134,9 @@ impl Ingestor {
         Ok(Self {
             consumer,
             showcase,
-            catalog,
+            checker: RecordChecker::new(catalog, ca_der),
             dead_letters: RecordProducer::new(kafka)?,
             freshness,
-            ca_der,
             batch_max,
             batch_wait,
         })
@@ -213,7 +204,10 @@ impl Ingestor {
                 .entry((message.topic.clone(), message.partition))
                 .or_insert(message.offset + 1);
             *next = (*next).max(message.offset + 1);
-            match self.check(&message) {
+            match self
+                .checker
+                .check(&message.topic, &message.key, &message.payload)
+            {
                 Ok(record) => good.push(IngestedRecord {
                     record,
                     envelope: message.payload,
@@ -267,46 +261,6 @@ impl Ingestor {
             debug!(error = %e, "offsets not stored");
         }
         true
-    }
-
-    /// Everything a record must satisfy before it may enter the showcase.
-    fn check(&self, message: &Consumed) -> Result<Record, String> {
-        let spec = self
-            .catalog
-            .by_topic(&message.topic)
-            .ok_or_else(|| format!("topic {} carries no known record type", message.topic))?;
-        let record = Record::decode(message.payload.as_slice())
-            .map_err(|e| format!("envelope does not decode: {e}"))?;
-        if record.record_type != spec.name {
-            return Err(format!(
-                "record_type {:?} does not belong on topic {}",
-                record.record_type, message.topic
-            ));
-        }
-        if message.key != record.subject_id.as_bytes() {
-            return Err("message key is not the record's subject_id".into());
-        }
-        let verified = govbus_security::verify(&record, &self.ca_der)
-            .map_err(|e| format!("signature: {e}"))?;
-        if verified.signer.to_string() != spec.owner {
-            return Err(format!(
-                "signed by {}, which does not own {} (owner: {})",
-                verified.signer, spec.name, spec.owner
-            ));
-        }
-        if record.source_agency != verified.signer.agency()
-            || record.source_system != verified.signer.system()
-        {
-            return Err("source_agency/source_system do not match the signer".into());
-        }
-        let valid =
-            validate_record(&self.catalog, record, &INGEST_LIMITS).map_err(|v| {
-                v.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })?;
-        Ok(valid.record)
     }
 
     /// Sends a refused record to the dead-letter topic, retrying until Kafka

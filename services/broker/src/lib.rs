@@ -1,11 +1,13 @@
 //! The once-only broker: consumes record topics into the showcase and answers
 //! evidence queries from it.
 
+mod checks;
 mod config;
 mod consent;
 mod evidence;
 mod ingest;
 mod policy;
+mod replay;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -22,6 +24,7 @@ pub use consent::ConsentService;
 pub use evidence::{EvidenceError, EvidenceQuery, OnceOnlyService};
 pub use ingest::{Freshness, IngestSettings, Ingestor};
 pub use policy::{Denial, Policy, PolicyError, PolicyStore};
+pub use replay::RebuildReport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -42,6 +45,28 @@ pub enum BrokerError {
     Security(#[from] govbus_server::SecurityError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error("replay: {0}")]
+    Replay(String),
+}
+
+/// Rebuilds the showcase at `into` from the record topics alone, with the
+/// broker's Kafka settings and CA. See [`replay`](crate::replay).
+pub async fn rebuild_showcase(
+    config: &BrokerConfig,
+    into: &str,
+) -> Result<RebuildReport, BrokerError> {
+    let tls = config.tls.as_ref().ok_or_else(|| {
+        ConfigError::new("tls (ca, cert, key) is required: the CA checks record signatures")
+    })?;
+    config
+        .kafka
+        .validate()
+        .map_err(|e| ConfigError::new(e.to_string()))?;
+    let tls =
+        govbus_security::TlsMaterial::load(tls).map_err(govbus_server::SecurityError::from)?;
+    let checker = checks::RecordChecker::new(Arc::new(Catalog::builtin()), tls.ca_der().to_vec());
+    let showcase = Showcase::open(into).await?;
+    replay::rebuild(&config.kafka, &checker, &showcase, config.batch_max).await
 }
 
 /// A built broker: showcase migrated, consumer subscribed, listening.

@@ -107,6 +107,27 @@ enum Command {
     /// Grant or revoke a citizen's consent (as the portal).
     #[command(subcommand)]
     Consent(ConsentCommand),
+    /// Operate on showcases.
+    #[command(subcommand)]
+    Showcase(ShowcaseCommand),
+}
+
+#[derive(Subcommand)]
+enum ShowcaseCommand {
+    /// Rebuild a showcase from the record topics alone, into a new database.
+    Rebuild {
+        /// The broker's configuration (Kafka settings and the CA).
+        #[arg(long, env = "GOVBUS_CONFIG")]
+        config: Option<PathBuf>,
+        /// Database to build into, e.g. sqlite://rebuilt.db.
+        #[arg(long)]
+        into: String,
+    },
+    /// Print a content digest of a showcase (equal for equal contents).
+    Digest {
+        #[arg(long)]
+        database: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -201,6 +222,33 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "{}",
                 inspect::grant_consent(&client.connection(), scope.into(), days).await?
+            );
+            Ok(())
+        }
+        Command::Showcase(ShowcaseCommand::Rebuild { config, into }) => {
+            govbus_telemetry::init("govbus");
+            let config: govbus_broker::BrokerConfig = govbus_core::config::load(config.as_deref())?;
+            let report = govbus_broker::rebuild_showcase(&config, &into).await?;
+            println!(
+                "rebuilt {into} from {} partitions: {} messages, {} applied, {} older versions, {} refused",
+                report.partitions, report.messages, report.applied, report.stale, report.refused
+            );
+            let digest = govbus_store::Showcase::open(&into).await?.digest().await?;
+            println!("{digest:?}");
+            Ok(())
+        }
+        Command::Showcase(ShowcaseCommand::Digest { database }) => {
+            let digest = govbus_store::Showcase::open(&database)
+                .await?
+                .digest()
+                .await?;
+            println!(
+                "current: {} records, {}",
+                digest.current_records, digest.current
+            );
+            println!(
+                "history: {} records, {}",
+                digest.history_records, digest.history
             );
             Ok(())
         }
