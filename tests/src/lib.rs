@@ -686,3 +686,71 @@ impl Running {
         }
     }
 }
+
+/// A broker or adapter running as a process of its own (the
+/// `govbus-service` binary of this crate), for tests that kill processes.
+pub struct ServiceProcess {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl TestBus {
+    /// Starts `kind` ("broker" or "adapter") with `config` written to a file,
+    /// and waits until it listens. `binary` is
+    /// `env!("CARGO_BIN_EXE_govbus-service")`, which only integration tests see.
+    pub fn spawn_service(
+        &self,
+        binary: &str,
+        kind: &str,
+        config: &impl serde::Serialize,
+    ) -> ServiceProcess {
+        use std::io::{BufRead, BufReader};
+        let file = self
+            .dir
+            .path()
+            .join(format!("{kind}-{}.toml", uuid::Uuid::now_v7()));
+        std::fs::write(&file, toml::to_string(config).expect("config as toml"))
+            .expect("config file");
+        let mut child = std::process::Command::new(binary)
+            .arg(kind)
+            .env("GOVBUS_CONFIG", &file)
+            .env("RUST_LOG", "warn")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("service process starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.parse::<SocketAddr>());
+                    sent = true;
+                }
+                // Keep draining so the child never blocks on a full pipe;
+                // show what it says in the test's output.
+                println!("[{}] {line}", if sent { "service" } else { "starting" });
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("service reports its address")
+            .expect("a socket address");
+        ServiceProcess { child, addr }
+    }
+}
+
+impl ServiceProcess {
+    /// SIGKILL: no draining, no flush, no final commit.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

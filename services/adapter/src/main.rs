@@ -18,6 +18,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     govbus_telemetry::init("govbus-adapter");
+    govbus_security::install_crypto_provider();
     let args = Args::parse();
     let config: AdapterConfig = govbus_core::config::load(args.config.as_deref())?;
     let adapter = Adapter::build(config)

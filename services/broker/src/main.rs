@@ -18,6 +18,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     govbus_telemetry::init("govbus-broker");
+    govbus_security::install_crypto_provider();
     let args = Args::parse();
     let config: BrokerConfig = govbus_core::config::load(args.config.as_deref())?;
     let broker = Broker::build(config)
