@@ -754,3 +754,28 @@ impl Drop for ServiceProcess {
         let _ = self.child.wait();
     }
 }
+
+impl TestBus {
+    /// On PostgreSQL: makes the database behind `name` refuse connections
+    /// and ends the ones it has (`false`), or accept them again (`true`).
+    /// `None` on SQLite, which has no server to take away.
+    pub fn set_database_available(&self, name: &str, available: bool) -> Option<()> {
+        let admin = self.postgres.as_ref()?;
+        let url = self.database_url(name);
+        let database = url.rsplit('/').next()?.split('?').next()?.to_string();
+        // Connection limits do not bind superusers; ALLOW_CONNECTIONS does.
+        admin_exec(
+            admin,
+            format!("ALTER DATABASE {database} ALLOW_CONNECTIONS {available}"),
+        )
+        .expect("alter database");
+        if !available {
+            admin_exec(
+                admin,
+                format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"),
+            )
+            .expect("terminate connections");
+        }
+        Some(())
+    }
+}

@@ -93,7 +93,9 @@ impl Database {
                 Backend::Sqlite => 8,
                 Backend::Postgres => 16,
             })
-            .acquire_timeout(Duration::from_secs(10))
+            // A query that cannot get a connection fails fast (UNAVAILABLE to
+            // callers) rather than queueing behind a dead database.
+            .acquire_timeout(Duration::from_secs(3))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
