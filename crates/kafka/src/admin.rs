@@ -22,11 +22,19 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[String]) -> Resul
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
-            NewTopic::new(
+            let topic = NewTopic::new(
                 t,
                 settings.partitions,
                 TopicReplication::Fixed(settings.replication_factor),
-            )
+            );
+            // Record topics are the bus's log of record: every version is
+            // kept (a showcase can be rebuilt from them), so no deletion by
+            // age and no compaction. Dead letters go after 30 days.
+            if t == crate::DEAD_LETTER_TOPIC {
+                topic.set("retention.ms", "2592000000")
+            } else {
+                topic.set("retention.ms", "-1")
+            }
         })
         .collect();
     let results = admin

@@ -110,6 +110,20 @@ enum Command {
     /// Operate on showcases.
     #[command(subcommand)]
     Showcase(ShowcaseCommand),
+    /// Write a demo agency's synthetic records to an outbox table in its
+    /// database (for deployments that run the adapters separately).
+    DemoSeed {
+        /// civil-registry or interior.
+        #[arg(long)]
+        agency: String,
+        /// The agency database, sqlite://… or postgres://….
+        #[arg(long)]
+        database: String,
+        #[arg(long, default_value_t = 1000)]
+        citizens: usize,
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -235,6 +249,17 @@ async fn main() -> anyhow::Result<()> {
             );
             let digest = govbus_store::Showcase::open(&into).await?.digest().await?;
             println!("{digest:?}");
+            Ok(())
+        }
+        Command::DemoSeed {
+            agency,
+            database,
+            citizens,
+            seed,
+        } => {
+            let rows = govbus_cli::demo::agency_rows(&agency, seed, citizens)?;
+            govbus_cli::demo::seed_outbox(&database, &rows).await?;
+            println!("{} outbox rows written for {agency}", rows.len());
             Ok(())
         }
         Command::Showcase(ShowcaseCommand::Digest { database }) => {

@@ -74,6 +74,19 @@ pub fn demo_identities() -> Vec<Identity> {
 /// to the data folder at first start so that it can be edited live.
 const DEMO_POLICY: &str = include_str!("../../../../deploy/config/policy.toml");
 
+/// The synthetic rows of one demo agency (`civil-registry` or `interior`).
+pub fn agency_rows(agency: &str, seed: u64, citizens: usize) -> Result<Vec<OutboxRow>> {
+    let people = population::citizens(seed, citizens);
+    match agency {
+        "civil-registry" => {
+            let couples = population::marriages(seed, &people);
+            Ok(records::civil_registry(seed, &people, &couples))
+        }
+        "interior" => Ok(records::interior(seed, &people)),
+        other => bail!("no demo data for agency {other:?}; choose civil-registry or interior"),
+    }
+}
+
 /// The demo's files; nothing else in `data_dir` is touched.
 const DEMO_DATABASES: &[&str] = &["showcase.db", "civil-registry.db", "interior.db"];
 
@@ -265,7 +278,8 @@ fn current_records(rows: &[OutboxRow]) -> i64 {
     keys.len() as i64
 }
 
-async fn seed_outbox(url: &str, rows: &[OutboxRow]) -> Result<()> {
+/// Creates the outbox table in an agency database and writes `rows` to it.
+pub async fn seed_outbox(url: &str, rows: &[OutboxRow]) -> Result<()> {
     let db = Database::connect(url).await?;
     let ddl = outbox_table_ddl("govbus_outbox", db.backend);
     sqlx::query(sqlx::AssertSqlSafe(ddl))
