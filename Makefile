@@ -8,15 +8,27 @@ CARGO ?= cargo
 run:
 	$(CARGO) run -p govbus-cli --bin govbus -- run
 
-## Unit and end-to-end tests (embedded cluster, temporary SQLite databases).
-## With TEST_POSTGRES_URL set (an admin URL such as
-## postgres://postgres@127.0.0.1:5432/postgres) the end-to-end suite runs a
-## second time on PostgreSQL, each test in databases of its own.
+## Unit and end-to-end tests: the embedded Kafka-protocol cluster and
+## temporary SQLite databases. Two switches add passes of the end-to-end
+## suite (tests/):
+##   TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres
+##       also on PostgreSQL, each test in databases created and dropped for it;
+##   TEST_TANSU=1
+##       also against a separate tansu broker process (durable SQLite log),
+##       `tansu` on PATH or TANSU_BIN.
 test:
-	$(CARGO) test --workspace --all-targets
+	env -u TEST_POSTGRES_URL -u TEST_KAFKA $(CARGO) test --workspace --all-targets
 	@if [ -n "$$TEST_POSTGRES_URL" ]; then \
-		echo "== end-to-end suite on PostgreSQL ($$TEST_POSTGRES_URL)"; \
-		$(CARGO) test -p govbus-tests --all-targets; \
+		echo "== end-to-end suite: embedded cluster, PostgreSQL"; \
+		env -u TEST_KAFKA $(CARGO) test -p govbus-tests --all-targets || exit 1; \
+	fi
+	@if [ "$$TEST_TANSU" = 1 ]; then \
+		echo "== end-to-end suite: tansu, SQLite"; \
+		env -u TEST_POSTGRES_URL TEST_KAFKA=tansu $(CARGO) test -p govbus-tests --all-targets || exit 1; \
+		if [ -n "$$TEST_POSTGRES_URL" ]; then \
+			echo "== end-to-end suite: tansu, PostgreSQL"; \
+			TEST_KAFKA=tansu $(CARGO) test -p govbus-tests --all-targets || exit 1; \
+		fi; \
 	fi
 
 ## What CI checks before the tests.

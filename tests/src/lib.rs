@@ -7,7 +7,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use govbus_adapter::{Adapter, AdapterConfig, OutboxConfig};
 use govbus_broker::{Broker, BrokerConfig};
 use govbus_core::Catalog;
-use govbus_kafka::{EmbeddedCluster, KafkaSettings};
+use govbus_kafka::KafkaSettings;
+
+mod kafka;
 use govbus_proto::{
     records::{AddressRegistration, BirthCertificate, PersonName},
     v1::{
@@ -16,6 +18,7 @@ use govbus_proto::{
     },
 };
 use govbus_security::{Identity, TlsMaterial, TlsSettings, pki};
+pub use kafka::{KafkaUnderTest, wants_tansu};
 use prost_types::Timestamp;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
@@ -71,7 +74,7 @@ fields = ["child", "date_of_birth"]
 /// when `TEST_POSTGRES_URL` names a server — PostgreSQL databases
 /// created for this bus and dropped with it.
 pub struct TestBus {
-    pub cluster: EmbeddedCluster,
+    pub cluster: KafkaUnderTest,
     pub dir: TempDir,
     postgres: Option<String>,
     run_id: String,
@@ -141,9 +144,10 @@ impl TestBus {
         govbus_security::install_crypto_provider();
         let mut topics = Catalog::builtin().topics();
         topics.push(govbus_kafka::DEAD_LETTER_TOPIC.into());
+        let dir = tempfile::tempdir().expect("temporary folder");
         let bus = Self {
-            cluster: EmbeddedCluster::start(1, &topics, 3).expect("embedded cluster starts"),
-            dir: tempfile::tempdir().expect("temporary folder"),
+            cluster: KafkaUnderTest::start(dir.path(), &topics),
+            dir,
             postgres: postgres_admin_url(),
             // The random tail of a v7 id: tests starting in the same millisecond differ.
             run_id: uuid::Uuid::now_v7().simple().to_string()[20..].to_string(),
@@ -154,6 +158,20 @@ impl TestBus {
             .map(id)
             .collect();
         pki::init_dir(&bus.certs_dir(), &identities).expect("test certificates");
+        if bus.cluster.needs_topic_management() {
+            // Create the topics before any test traffic, as govbus does at start.
+            let settings = bus.kafka();
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+                    .block_on(govbus_kafka::ensure_topics(&settings, &topics))
+            })
+            .join()
+            .expect("topic thread")
+            .expect("topics created through the admin API");
+        }
         std::fs::write(bus.policy_path(), TEST_POLICY).expect("test policy");
         bus
     }
@@ -180,8 +198,8 @@ impl TestBus {
 
     pub fn kafka(&self) -> KafkaSettings {
         let mut settings = KafkaSettings {
-            bootstrap_servers: self.cluster.bootstrap_servers().to_string(),
-            manage_topics: false,
+            bootstrap_servers: self.cluster.bootstrap_servers(),
+            manage_topics: self.cluster.needs_topic_management(),
             ..KafkaSettings::default()
         };
         // Tests stop and start consumers often; keep group joins quick.

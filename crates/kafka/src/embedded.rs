@@ -3,13 +3,17 @@
 
 use std::{sync::mpsc, thread};
 
-use rdkafka::mocking::MockCluster;
+use rdkafka::{
+    mocking::MockCluster,
+    types::{RDKafkaApiKey, RDKafkaRespErr},
+};
 
 /// What the cluster thread can be asked to do.
 #[derive(Debug)]
 enum Command {
     BrokerDown(i32, mpsc::Sender<Result<(), String>>),
     BrokerUp(i32, mpsc::Sender<Result<(), String>>),
+    ProduceErrors(Vec<RDKafkaRespErr>, mpsc::Sender<Result<(), String>>),
 }
 
 /// A running mock cluster. Dropping it stops the cluster.
@@ -63,6 +67,10 @@ impl EmbeddedCluster {
                         Command::BrokerUp(id, reply) => {
                             let _ = reply.send(cluster.broker_up(id).map_err(|e| e.to_string()));
                         }
+                        Command::ProduceErrors(errors, reply) => {
+                            cluster.request_errors(RDKafkaApiKey::Produce, &errors);
+                            let _ = reply.send(Ok(()));
+                        }
                     }
                 }
             })
@@ -90,6 +98,16 @@ impl EmbeddedCluster {
 
     pub fn broker_up(&self, id: i32) -> Result<(), EmbeddedError> {
         self.command(|reply| Command::BrokerUp(id, reply))
+    }
+
+    /// Makes the next produce requests fail with `errors`, one each. For
+    /// failure tests.
+    pub fn fail_next_produce_requests(
+        &self,
+        errors: &[RDKafkaRespErr],
+    ) -> Result<(), EmbeddedError> {
+        let errors = errors.to_vec();
+        self.command(|reply| Command::ProduceErrors(errors, reply))
     }
 
     fn command(

@@ -2,8 +2,11 @@
 
 use std::time::Duration;
 
+use std::sync::{Arc, RwLock};
+
 use rdkafka::{
-    error::KafkaError,
+    ClientConfig,
+    error::{KafkaError, RDKafkaErrorCode},
     message::OwnedHeaders,
     producer::{FutureProducer, FutureRecord, Producer},
 };
@@ -22,7 +25,8 @@ pub struct Delivered {
 /// is acknowledged by the partition leader and its in-sync replicas.
 #[derive(Clone)]
 pub struct RecordProducer {
-    inner: FutureProducer,
+    inner: Arc<RwLock<FutureProducer>>,
+    config: ClientConfig,
 }
 
 impl std::fmt::Debug for RecordProducer {
@@ -53,8 +57,50 @@ impl RecordProducer {
         // acknowledged by all in-sync replicas.
         config.set("enable.idempotence", "true").set("acks", "all");
         Ok(Self {
-            inner: config.create()?,
+            inner: Arc::new(RwLock::new(config.create()?)),
+            config,
         })
+    }
+
+    fn current(&self) -> FutureProducer {
+        match self.inner.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// An idempotent producer whose session the brokers no longer accept
+    /// (fatal error, or a broker that lost its producer state, e.g. after a
+    /// restart) refuses every later record. Start a new session instead:
+    /// records then may be written twice across the two sessions, which the
+    /// showcase absorbs (versions are idempotent).
+    fn renew_if_stuck(&self, failed: &FutureProducer, error: &KafkaError) {
+        let stuck = failed.client().fatal_error().is_some()
+            || matches!(
+                error.rdkafka_error_code(),
+                Some(
+                    RDKafkaErrorCode::OutOfOrderSequenceNumber
+                        | RDKafkaErrorCode::UnknownProducerId
+                        | RDKafkaErrorCode::InvalidProducerEpoch
+                        | RDKafkaErrorCode::ProducerFenced
+                        | RDKafkaErrorCode::Fatal
+                )
+            );
+        if !stuck {
+            return;
+        }
+        match self.config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                if let Ok(mut current) = self.inner.write() {
+                    // Only replace the session that failed, once.
+                    if current.client().native_ptr() == failed.client().native_ptr() {
+                        *current = fresh;
+                        warn!(%error, "producer session renewed");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot renew the producer session"),
+        }
     }
 
     /// Sends one record and waits for its acknowledgement. The current span's
@@ -71,13 +117,15 @@ impl RecordProducer {
             .key(key)
             .payload(payload)
             .headers(headers);
-        match self.inner.send(record, QUEUE_TIMEOUT).await {
+        let producer = self.current();
+        match producer.send(record, QUEUE_TIMEOUT).await {
             Ok(delivery) => Ok(Delivered {
                 partition: delivery.partition,
                 offset: delivery.offset,
             }),
             Err((error, _)) => {
                 warn!(topic, %error, "delivery failed");
+                self.renew_if_stuck(&producer, &error);
                 Err(error)
             }
         }
@@ -85,6 +133,6 @@ impl RecordProducer {
 
     /// Waits for every queued record to be delivered (used on shutdown).
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.inner.flush(timeout)
+        self.current().flush(timeout)
     }
 }
