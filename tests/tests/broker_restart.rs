@@ -61,10 +61,7 @@ async fn broker_restarted_mid_stream_neither_loses_nor_duplicates() {
             "record {n} stored once"
         );
     }
-    let history: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM showcase_history")
-        .fetch_one(&showcase.database().pool)
-        .await
-        .unwrap();
+    let history = showcase.history_count().await.unwrap();
     assert_eq!(history, i64::from(TOTAL));
 
     adapter.stop().await;

@@ -42,10 +42,7 @@ async fn broker_killed_mid_ingest_loses_and_duplicates_nothing() {
         showcase.count().await.unwrap() == i64::from(TOTAL)
     })
     .await;
-    let history: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM showcase_history")
-        .fetch_one(&showcase.database().pool)
-        .await
-        .unwrap();
+    let history = showcase.history_count().await.unwrap();
     assert_eq!(history, i64::from(TOTAL), "nothing stored twice");
     drop(process);
     adapter.stop().await;
@@ -141,10 +138,7 @@ async fn adapter_killed_before_kafka_acknowledges_and_a_retry_does_not_duplicate
         answer.evidence[0].record.as_ref().unwrap().record_id,
         records[0].record_id
     );
-    let history: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM showcase_history")
-        .fetch_one(&showcase.database().pool)
-        .await
-        .unwrap();
+    let history = showcase.history_count().await.unwrap();
     assert_eq!(history, 50, "each record once, whatever the retries");
 
     drop(process);

@@ -62,10 +62,7 @@ async fn kafka_stopped_and_restarted_under_load_loses_nothing() {
         showcase.count().await.unwrap() == i64::from(TOTAL)
     })
     .await;
-    let history: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM showcase_history")
-        .fetch_one(&showcase.database().pool)
-        .await
-        .unwrap();
+    let history = showcase.history_count().await.unwrap();
     assert_eq!(history, i64::from(TOTAL), "nothing stored twice");
 
     adapter.stop().await;

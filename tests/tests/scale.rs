@@ -48,10 +48,7 @@ async fn two_replicas_share_the_stream_through_rebalances() {
         showcase.count().await.unwrap() == i64::from(TOTAL)
     })
     .await;
-    let history: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM showcase_history")
-        .fetch_one(&showcase.database().pool)
-        .await
-        .unwrap();
+    let history = showcase.history_count().await.unwrap();
     assert_eq!(history, i64::from(TOTAL), "nothing stored twice");
 
     // Either replica answers from the shared showcase: the remaining one,

@@ -154,6 +154,13 @@ impl Showcase {
             .await?)
     }
 
+    /// Number of versions in the history (operators, tests).
+    pub async fn history_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM showcase_history")
+            .fetch_one(&self.db.pool)
+            .await?)
+    }
+
     /// Number of current records (operators, tests).
     pub async fn count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM showcase_records")
