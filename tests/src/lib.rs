@@ -31,6 +31,8 @@ pub const INTERIOR: &str = "agency/interior/system/address-bureau";
 pub const PORTAL: &str = "agency/egov/system/portal";
 /// The tax committee: granted two fields of birth certificates for one purpose.
 pub const TAX: &str = "agency/tax/system/soliq";
+/// The tax committee's auditor, who may list the committee's requests.
+pub const TAX_AUDITOR: &str = "agency/tax/system/auditor";
 /// A system with a valid certificate and no grant at all.
 pub const STRANGER: &str = "agency/sport/system/registry";
 
@@ -142,8 +144,7 @@ impl TestBus {
     pub fn start() -> Self {
         govbus_telemetry::init_for_tests("govbus-tests");
         govbus_security::install_crypto_provider();
-        let mut topics = Catalog::builtin().topics();
-        topics.push(govbus_kafka::DEAD_LETTER_TOPIC.into());
+        let topics = govbus_kafka::with_system_topics(Catalog::builtin().topics());
         let dir = tempfile::tempdir().expect("temporary folder");
         let bus = Self {
             cluster: KafkaUnderTest::start(dir.path(), &topics),
@@ -153,10 +154,11 @@ impl TestBus {
             run_id: uuid::Uuid::now_v7().simple().to_string()[20..].to_string(),
             created: std::sync::Mutex::new(Vec::new()),
         };
-        let identities: Vec<Identity> = [BROKER, FHDY, INTERIOR, PORTAL, TAX, STRANGER]
-            .into_iter()
-            .map(id)
-            .collect();
+        let identities: Vec<Identity> =
+            [BROKER, FHDY, INTERIOR, PORTAL, TAX, TAX_AUDITOR, STRANGER]
+                .into_iter()
+                .map(id)
+                .collect();
         pki::init_dir(&bus.certs_dir(), &identities).expect("test certificates");
         if bus.cluster.needs_topic_management() {
             // Create the topics before any test traffic, as govbus does at start.

@@ -7,7 +7,9 @@ mod signing;
 mod tls;
 
 pub use identity::{Identity, IdentityError, TRUST_DOMAIN};
-pub use signing::{SignError, Signer, Verified, VerifyError, check_issued_by, key_id, verify};
+pub use signing::{
+    SignError, Signer, Verified, VerifyError, check_issued_by, key_id, verify, verify_detached,
+};
 pub use tls::{
     TlsError, TlsMaterial, TlsSettings, install_crypto_provider, peer_identity, pem_certificate_der,
 };

@@ -117,6 +117,16 @@ impl Signer {
         &self.identity
     }
 
+    /// The signer's certificate (DER).
+    pub fn certificate(&self) -> &[u8] {
+        &self.certificate
+    }
+
+    /// A detached Ed25519 signature over `message` (audit checkpoints).
+    pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        self.key.sign(message).as_ref().to_vec()
+    }
+
     /// Signs a probe and verifies it with the certificate's key.
     pub fn self_check(&self) -> Result<(), SignError> {
         let probe = b"govbus key check";
@@ -175,6 +185,25 @@ pub fn check_issued_by(cert_der: &[u8], ca_der: &[u8], at: Option<i64>) -> Resul
         return Err(VerifyError::NotValidAtSigning);
     }
     Ok(())
+}
+
+/// Verifies a detached signature made by [`Signer::sign_bytes`] with a
+/// certificate from the bus CA, valid at `at` (seconds since the epoch).
+pub fn verify_detached(
+    certificate: &[u8],
+    ca_der: &[u8],
+    at: i64,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<Identity, VerifyError> {
+    check_issued_by(certificate, ca_der, Some(at))?;
+    let (_, cert) = X509Certificate::from_der(certificate)
+        .map_err(|e| VerifyError::BadCertificate(e.to_string()))?;
+    let identity = Identity::from_certificate(certificate).map_err(|_| VerifyError::NoIdentity)?;
+    UnparsedPublicKey::new(&ED25519, cert.public_key().subject_public_key.data.as_ref())
+        .verify(message, signature)
+        .map_err(|_| VerifyError::BadSignature)?;
+    Ok(identity)
 }
 
 /// Verifies a (possibly minimised) record offline against the bus CA.

@@ -1,10 +1,12 @@
 //! The showcase: a versioned, materialised view of every record on the bus,
 //! in SQLite (embedded default) or PostgreSQL (production) through sqlx.
 
+pub mod audit;
 mod consents;
 mod database;
 mod showcase;
 
+pub use audit::{AccessScope, AuditEntry, AuditLog, ChainFault, ChainedEntry, Checkpoint};
 pub use consents::{ConsentRecord, ConsentScope, ConsentState, Consents};
 pub use database::{Backend, Database, StoreError};
 pub use showcase::{ApplyStats, IngestedRecord, Showcase, ShowcaseDigest, StoredRecord};

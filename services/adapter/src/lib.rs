@@ -72,8 +72,7 @@ impl Adapter {
         )?;
         let catalog = Arc::new(Catalog::builtin());
         if config.kafka.manage_topics {
-            let mut topics = catalog.topics();
-            topics.push(govbus_kafka::DEAD_LETTER_TOPIC.to_string());
+            let topics = govbus_kafka::with_system_topics(catalog.topics());
             govbus_kafka::ensure_topics(&config.kafka, &topics).await?;
         }
         let producer = RecordProducer::new(&config.kafka)?;

@@ -22,6 +22,11 @@ pub struct BrokerConfig {
     pub policy_file: Option<PathBuf>,
     /// How often the policy file is checked for changes.
     pub policy_reload_ms: u64,
+    /// This broker's audit hash chain. Replicas sharing a database need
+    /// distinct names (e.g. the pod name).
+    pub audit_chain: String,
+    /// Sign the chain head every this many entries (and at shutdown).
+    pub audit_checkpoint_every: i64,
     /// gRPC listen address of the once-only service.
     pub listen: SocketAddr,
     /// Showcase database: `sqlite://…` or `postgres://…`.
@@ -43,6 +48,8 @@ impl Default for BrokerConfig {
             rate_limit: RateLimitSettings::default(),
             policy_file: None,
             policy_reload_ms: 1000,
+            audit_chain: "broker".into(),
+            audit_checkpoint_every: 1000,
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             database_url: "sqlite://var/govbus/showcase.db".into(),
             kafka: KafkaSettings::default(),
@@ -58,6 +65,19 @@ impl BrokerConfig {
         if self.tls.is_none() {
             return Err(ConfigError::new(
                 "tls (ca, cert, key) is required: the CA checks callers and record signatures",
+            ));
+        }
+        if self.audit_chain.is_empty()
+            || self.audit_chain.len() > 64
+            || self.audit_chain.contains('.')
+        {
+            return Err(ConfigError::new(
+                "audit_chain must be 1-64 characters without '.'",
+            ));
+        }
+        if self.audit_checkpoint_every < 1 {
+            return Err(ConfigError::new(
+                "audit_checkpoint_every must be at least 1",
             ));
         }
         if self.policy_reload_ms == 0 {

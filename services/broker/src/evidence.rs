@@ -7,16 +7,19 @@ use govbus_core::{
     time::{micros_to_timestamp, now_micros, timestamp_to_micros},
 };
 use govbus_proto::v1::{
-    Evidence, EvidenceStatus, GetEvidenceRequest, GetEvidenceResponse, ListRecordTypesRequest,
-    ListRecordTypesResponse, Provenance, Record, RecordStatus, RecordTypeInfo,
-    once_only_server::OnceOnly,
+    Evidence, EvidenceStatus, GetEvidenceRequest, GetEvidenceResponse, ListAccessesRequest,
+    ListAccessesResponse, ListRecordTypesRequest, ListRecordTypesResponse, Provenance, Record,
+    RecordStatus, RecordTypeInfo, once_only_server::OnceOnly,
 };
 use govbus_security::Identity;
-use govbus_store::{ConsentScope, ConsentState, Consents, Showcase, StoreError, StoredRecord};
+use govbus_store::{
+    AuditEntry, AuditLog, ConsentScope, ConsentState, Consents, Showcase, StoreError, StoredRecord,
+};
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, error, info, info_span};
 
 use crate::{
+    audit::AuditTrail,
     ingest::Freshness,
     policy::{Denial, PolicyStore},
 };
@@ -158,6 +161,8 @@ impl EvidenceQuery {
 
 #[derive(Debug)]
 pub struct OnceOnlyService {
+    audit: AuditTrail,
+    audit_log: AuditLog,
     showcase: Showcase,
     consents: Consents,
     catalog: Arc<Catalog>,
@@ -171,8 +176,11 @@ impl OnceOnlyService {
         catalog: Arc<Catalog>,
         freshness: Arc<Freshness>,
         policy: PolicyStore,
+        audit: AuditTrail,
     ) -> Self {
         Self {
+            audit,
+            audit_log: AuditLog::new(showcase.database().clone()),
             consents: Consents::new(showcase.database().clone()),
             showcase,
             catalog,
@@ -187,7 +195,7 @@ impl OnceOnlyService {
         &self,
         caller: &Identity,
         query: &EvidenceQuery,
-    ) -> Result<GetEvidenceResponse, EvidenceError> {
+    ) -> Result<(GetEvidenceResponse, String), EvidenceError> {
         let policy = self.policy.current();
         let allowed = policy.authorise(caller, &query.spec, &query.purpose, &query.fields)?;
         if policy.consent_required(&query.spec.name) {
@@ -210,11 +218,23 @@ impl OnceOnlyService {
             .into_iter()
             .map(|s| to_evidence(s, allowed.as_deref(), now))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(GetEvidenceResponse {
-            request_id: query.request_id.clone(),
-            evidence,
-            showcase_as_of: as_of.map(micros_to_timestamp),
-        })
+        let released = match &allowed {
+            None => "*".to_string(),
+            Some(numbers) => numbers
+                .iter()
+                .filter_map(|n| query.spec.message.get_field(*n))
+                .map(|f| f.name().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        Ok((
+            GetEvidenceResponse {
+                request_id: query.request_id.clone(),
+                evidence,
+                showcase_as_of: as_of.map(micros_to_timestamp),
+            },
+            released,
+        ))
     }
 
     async fn check_consent(
@@ -277,6 +297,38 @@ fn to_evidence(
     })
 }
 
+/// The audit entry of a parsed request and its outcome.
+fn audit_entry(
+    raw: AuditEntry,
+    query: &EvidenceQuery,
+    result: &Result<(GetEvidenceResponse, String), EvidenceError>,
+) -> AuditEntry {
+    let (decision, reason, fields, records) = match result {
+        Ok((reply, released)) => (
+            "allowed",
+            String::new(),
+            released.clone(),
+            reply.evidence.len() as i64,
+        ),
+        Err(EvidenceError::NotFound { .. }) => ("not_found", String::new(), String::new(), 0),
+        Err(e @ (EvidenceError::Denied(_) | EvidenceError::NoConsent { .. })) => {
+            ("denied", e.to_string(), String::new(), 0)
+        }
+        Err(e) => ("failed", e.to_string(), String::new(), 0),
+    };
+    AuditEntry {
+        subject_id: query.subject.to_string(),
+        record_type: query.spec.name.clone(),
+        purpose: query.purpose.clone(),
+        request_id: query.request_id.clone(),
+        decision: decision.into(),
+        reason,
+        fields,
+        records,
+        ..raw
+    }
+}
+
 fn evidence_status(record: &Record, now_us: i64) -> EvidenceStatus {
     if record.status == RecordStatus::Revoked as i32 {
         EvidenceStatus::Revoked
@@ -310,35 +362,78 @@ impl OnceOnly for OnceOnlyService {
             span.record("trace_id", govbus_telemetry::current_trace_id());
             let caller = govbus_server::caller(&request)?;
             span.record("caller", caller.to_string());
-            let query =
-                EvidenceQuery::parse(request.into_inner(), &self.catalog).inspect_err(|e| {
-                    info!(error = %e, "evidence request rejected");
-                })?;
-            span.record("request_id", query.request_id.as_str());
-            match self.evidence(&caller, &query).await {
-                Ok(reply) => {
-                    info!(
-                        purpose = query.purpose,
-                        records = reply.evidence.len(),
-                        "evidence served"
-                    );
-                    Ok(Response::new(reply))
-                }
+            let request = request.into_inner();
+            let raw = AuditEntry {
+                at_us: now_micros(),
+                caller: caller.to_string(),
+                subject_id: request.subject_id.chars().take(64).collect(),
+                record_type: request.record_type.chars().take(64).collect(),
+                purpose: request.purpose.chars().take(128).collect(),
+                fields: String::new(),
+                decision: "invalid".into(),
+                reason: String::new(),
+                request_id: request.request_id.chars().take(128).collect(),
+                trace_id: govbus_telemetry::current_trace_id(),
+                records: 0,
+            };
+            let (result, entry) = match EvidenceQuery::parse(request, &self.catalog) {
                 Err(e) => {
-                    // Not-found and consent messages name the subject; the log must not.
-                    let outcome = match &e {
-                        EvidenceError::NotFound { .. } => "not found".to_string(),
-                        EvidenceError::NoConsent { state, .. } => format!("consent {state}"),
-                        EvidenceError::Denied(denial) => denial.to_string(),
-                        _ => "failed".to_string(),
+                    info!(error = %e, "evidence request rejected");
+                    let entry = AuditEntry {
+                        reason: e.to_string(),
+                        ..raw
                     };
-                    info!(purpose = query.purpose, outcome, "no evidence served");
-                    Err(e.into())
+                    (Err(e), entry)
                 }
+                Ok(query) => {
+                    span.record("request_id", query.request_id.as_str());
+                    let result = self.evidence(&caller, &query).await;
+                    let entry = audit_entry(raw, &query, &result);
+                    match &result {
+                        Ok((reply, _)) => info!(
+                            purpose = query.purpose,
+                            records = reply.evidence.len(),
+                            "evidence served"
+                        ),
+                        // Not-found and consent messages name the subject; the log must not.
+                        Err(e) => {
+                            let outcome = match e {
+                                EvidenceError::NotFound { .. } => "not found".to_string(),
+                                EvidenceError::NoConsent { state, .. } => {
+                                    format!("consent {state}")
+                                }
+                                EvidenceError::Denied(denial) => denial.to_string(),
+                                _ => "failed".to_string(),
+                            };
+                            info!(purpose = query.purpose, outcome, "no evidence served");
+                        }
+                    }
+                    (result, entry)
+                }
+            };
+            // No answer, not even a refusal, leaves without its audit entry.
+            if let Err(e) = self.audit.record(entry).await {
+                error!(error = %e, "audit entry not written; nothing released");
+                return Err(Status::unavailable(
+                    "audit trail unavailable; nothing was released",
+                ));
             }
+            result
+                .map(|(reply, _)| Response::new(reply))
+                .map_err(Status::from)
         }
         .instrument(span)
         .await
+    }
+
+    async fn list_accesses(
+        &self,
+        request: Request<ListAccessesRequest>,
+    ) -> Result<Response<ListAccessesResponse>, Status> {
+        let caller = govbus_server::caller(&request)?;
+        crate::accesses::list(&self.audit_log, &self.policy, &caller, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_record_types(

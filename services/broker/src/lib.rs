@@ -1,6 +1,8 @@
 //! The once-only broker: consumes record topics into the showcase and answers
 //! evidence queries from it.
 
+mod accesses;
+mod audit;
 mod checks;
 mod config;
 mod consent;
@@ -71,6 +73,8 @@ pub async fn rebuild_showcase(
 
 /// A built broker: showcase migrated, consumer subscribed, listening.
 pub struct Broker {
+    audit_worker: audit::AuditWorker,
+    audit_publisher: (govbus_store::AuditLog, String, govbus_kafka::RecordProducer),
     policy: PolicyStore,
     policy_watch: Option<(std::path::PathBuf, std::time::Duration)>,
     catalog: Arc<Catalog>,
@@ -101,8 +105,7 @@ impl Broker {
         let catalog = Arc::new(Catalog::builtin());
         let policy = PolicyStore::new(policy::initial(config.policy_file.as_deref(), &catalog)?);
         if config.kafka.manage_topics {
-            let mut topics = catalog.topics();
-            topics.push(govbus_kafka::DEAD_LETTER_TOPIC.to_string());
+            let topics = govbus_kafka::with_system_topics(catalog.topics());
             govbus_kafka::ensure_topics(&config.kafka, &topics).await?;
         }
         let showcase = Showcase::open(&config.database_url).await?;
@@ -129,11 +132,26 @@ impl Broker {
         let (health, router) = govbus_server::base_router(&security)?;
         govbus_server::set_serving::<OnceOnlyServer<OnceOnlyService>>(&health).await;
         govbus_server::set_serving::<ConsentsServer<ConsentService>>(&health).await;
+        let audit_log = govbus_store::AuditLog::new(showcase.database().clone());
+        let (audit, audit_worker) = audit::AuditTrail::new(
+            audit_log.clone(),
+            config.audit_chain.clone(),
+            security.tls().signer().map_err(|e| {
+                govbus_server::SecurityError::from(govbus_security::TlsError::from(e))
+            })?,
+            config.audit_checkpoint_every,
+        );
+        let audit_publisher = (
+            audit_log,
+            config.audit_chain.clone(),
+            govbus_kafka::RecordProducer::new(&config.kafka)?,
+        );
         let once_only = OnceOnlyServer::new(OnceOnlyService::new(
             showcase.clone(),
             catalog.clone(),
             freshness,
             policy.clone(),
+            audit,
         ));
         let consents = ConsentsServer::new(ConsentService::new(
             govbus_store::Consents::new(showcase.database().clone()),
@@ -144,6 +162,8 @@ impl Broker {
             .add_service(InterceptedService::new(once_only, security.authenticator()))
             .add_service(InterceptedService::new(consents, security.authenticator()));
         Ok(Self {
+            audit_worker,
+            audit_publisher,
             policy,
             policy_watch: config
                 .policy_file
@@ -173,6 +193,16 @@ impl Broker {
         info!(addr = %self.local_addr, "broker serving");
         let stop = shutdown.child_token();
         let ingest = tokio::spawn(self.ingestor.run(stop.clone()));
+        let audit_writer = tokio::spawn(self.audit_worker.run());
+        let (audit_log, chain, producer) = self.audit_publisher;
+        // Stopped only after the writer has committed its last entries.
+        let publisher_stop = CancellationToken::new();
+        let audit_publisher = tokio::spawn(audit::publish_to_kafka(
+            audit_log,
+            chain,
+            producer,
+            publisher_stop.clone(),
+        ));
         if let Some((path, every)) = self.policy_watch {
             tokio::spawn(self.policy.watch(path, self.catalog, every, stop.clone()));
         }
@@ -181,6 +211,11 @@ impl Broker {
         // A server error ends the broker: stop ingest too.
         stop.cancel();
         let _ = ingest.await;
+        // The server (and with it every audit handle) is gone: the writer
+        // commits what it holds, signs the head and ends.
+        let _ = audit_writer.await;
+        publisher_stop.cancel();
+        let _ = audit_publisher.await;
         info!("broker stopped");
         Ok(served?)
     }

@@ -164,3 +164,30 @@ pub fn verify_file(evidence_json: &Path, ca_pem: &PathBuf) -> Result<Vec<String>
     }
     Ok(lines)
 }
+
+/// Walks the audit trail in `database`; checkpoints must be signed by a
+/// certificate of the CA in `ca_pem`.
+pub async fn verify_audit(database: &str, ca_pem: &Path) -> Result<i64> {
+    let ca = std::fs::read_to_string(ca_pem)
+        .with_context(|| format!("cannot read {}", ca_pem.display()))?;
+    let ca_der = govbus_security::pem_certificate_der(&ca)
+        .with_context(|| format!("{} is not a PEM certificate", ca_pem.display()))?;
+    let db = govbus_store::Database::connect(database).await?;
+    let log = govbus_store::AuditLog::new(db);
+    let outcome = log
+        .verify(|c| {
+            let message =
+                govbus_store::Checkpoint::message(&c.chain, c.seq, &c.entry_hash, c.signed_at_us);
+            govbus_security::verify_detached(
+                &c.certificate,
+                &ca_der,
+                c.signed_at_us.div_euclid(1_000_000),
+                &message,
+                &c.signature,
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        })
+        .await?;
+    outcome.map_err(|fault| anyhow::anyhow!("audit trail tampered: {fault}"))
+}

@@ -110,6 +110,9 @@ enum Command {
     /// Operate on showcases.
     #[command(subcommand)]
     Showcase(ShowcaseCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Write a demo agency's synthetic records to an outbox table in its
     /// database (for deployments that run the adapters separately).
     DemoSeed {
@@ -123,6 +126,19 @@ enum Command {
         citizens: usize,
         #[arg(long, default_value_t = 2026)]
         seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk every hash chain and check the signed checkpoints; report the
+    /// first entry that was altered, inserted or deleted.
+    Verify {
+        /// The showcase database holding the trail.
+        #[arg(long)]
+        database: String,
+        #[arg(long, default_value = "var/certs/ca.pem")]
+        ca: PathBuf,
     },
 }
 
@@ -249,6 +265,13 @@ async fn main() -> anyhow::Result<()> {
             );
             let digest = govbus_store::Showcase::open(&into).await?.digest().await?;
             println!("{digest:?}");
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Verify { database, ca }) => {
+            let checked = inspect::verify_audit(&database, &ca).await?;
+            println!(
+                "audit trail intact: {checked} entries, every checkpoint signed by the bus CA's certificates"
+            );
             Ok(())
         }
         Command::DemoSeed {

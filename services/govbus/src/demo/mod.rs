@@ -111,8 +111,7 @@ impl Demo {
         let catalog = Catalog::builtin();
         let mut kafka = config.kafka.clone();
         let cluster = if kafka.bootstrap_servers.is_empty() {
-            let mut topics = catalog.topics();
-            topics.push(govbus_kafka::DEAD_LETTER_TOPIC.into());
+            let topics = govbus_kafka::with_system_topics(catalog.topics());
             let cluster = EmbeddedCluster::start(1, &topics, 3)?;
             kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
             kafka.manage_topics = false;

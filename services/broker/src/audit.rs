@@ -1,0 +1,224 @@
+//! Writing the audit trail: every evidence request, allowed or denied, is
+//! appended to this broker's hash chain before the caller gets an answer, so
+//! no answer leaves without its entry. A single writer task serialises the
+//! chain and commits concurrent requests together (group commit); every
+//! `checkpoint_every` entries it signs the chain head with the broker's key.
+//! A second task copies committed entries to the Kafka audit topic.
+
+use std::time::Duration;
+
+use govbus_core::time::now_micros;
+use govbus_kafka::{AUDIT_TOPIC, RecordProducer};
+use govbus_security::Signer;
+use govbus_store::{AuditEntry, AuditLog, Checkpoint};
+use rdkafka::message::OwnedHeaders;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+type Reply = oneshot::Sender<Result<(), String>>;
+
+/// Appends entries to the audit trail.
+#[derive(Debug, Clone)]
+pub struct AuditTrail {
+    queue: mpsc::Sender<(AuditEntry, Reply)>,
+}
+
+/// The audit trail could not be written; nothing may be released.
+#[derive(Debug, thiserror::Error)]
+#[error("audit trail unavailable: {0}")]
+pub struct AuditUnavailable(pub String);
+
+/// The parts of the trail's background work.
+pub struct AuditWorker {
+    log: AuditLog,
+    chain: String,
+    signer: Signer,
+    checkpoint_every: i64,
+    queue: mpsc::Receiver<(AuditEntry, Reply)>,
+}
+
+impl AuditTrail {
+    pub fn new(
+        log: AuditLog,
+        chain: String,
+        signer: Signer,
+        checkpoint_every: i64,
+    ) -> (Self, AuditWorker) {
+        let (tx, rx) = mpsc::channel(4096);
+        (
+            Self { queue: tx },
+            AuditWorker {
+                log,
+                chain,
+                signer,
+                checkpoint_every: checkpoint_every.max(1),
+                queue: rx,
+            },
+        )
+    }
+
+    /// Returns once the entry is committed.
+    pub async fn record(&self, entry: AuditEntry) -> Result<(), AuditUnavailable> {
+        let (reply, done) = oneshot::channel();
+        self.queue
+            .send((entry, reply))
+            .await
+            .map_err(|_| AuditUnavailable("the audit writer has stopped".into()))?;
+        done.await
+            .map_err(|_| AuditUnavailable("the audit writer has stopped".into()))?
+            .map_err(AuditUnavailable)
+    }
+}
+
+impl AuditWorker {
+    /// Writes until every `AuditTrail` handle is dropped, then signs the head.
+    pub async fn run(mut self) {
+        let mut head = loop {
+            match self.log.head(&self.chain).await {
+                Ok(head) => break head,
+                Err(e) => {
+                    error!(error = %e, "cannot read the audit chain head; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let mut signed_up_to = head.0;
+        while let Some(first) = self.queue.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < 512 {
+                match self.queue.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
+            let entries: Vec<AuditEntry> = batch.iter().map(|(e, _)| e.clone()).collect();
+            let outcome = self
+                .log
+                .append(&self.chain, head.clone(), &entries, None)
+                .await;
+            match outcome {
+                Ok(new_head) => {
+                    head = new_head;
+                    for (_, reply) in batch {
+                        let _ = reply.send(Ok(()));
+                    }
+                    if head.0 / self.checkpoint_every > signed_up_to / self.checkpoint_every {
+                        signed_up_to = self.checkpoint(&head).await.unwrap_or(signed_up_to);
+                    }
+                }
+                Err(e) => {
+                    error!(error = %e, entries = entries.len(), "audit append failed");
+                    for (_, reply) in batch {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                    // Another writer may have moved the head (or nothing was written).
+                    if let Ok(h) = self.log.head(&self.chain).await {
+                        head = h;
+                    }
+                }
+            }
+        }
+        if head.0 > signed_up_to {
+            let _ = self.checkpoint(&head).await;
+        }
+        info!(chain = self.chain, seq = head.0, "audit trail closed");
+    }
+
+    async fn checkpoint(&self, head: &(i64, Vec<u8>)) -> Option<i64> {
+        let signed_at_us = now_micros();
+        let message = Checkpoint::message(&self.chain, head.0, &head.1, signed_at_us);
+        let checkpoint = Checkpoint {
+            chain: self.chain.clone(),
+            seq: head.0,
+            entry_hash: head.1.clone(),
+            signed_at_us,
+            certificate: self.signer.certificate().to_vec(),
+            signature: self.signer.sign_bytes(&message),
+        };
+        match self.log.insert_checkpoint(&checkpoint).await {
+            Ok(()) => Some(head.0),
+            Err(e) => {
+                warn!(error = %e, "audit checkpoint not written");
+                None
+            }
+        }
+    }
+}
+
+/// Copies committed entries of `chain` to the Kafka audit topic, in order,
+/// recording progress in the database after each acknowledged batch. Once
+/// `stop` is cancelled it drains what is committed and returns; what Kafka
+/// did not take is published after the next start.
+pub async fn publish_to_kafka(
+    log: AuditLog,
+    chain: String,
+    producer: RecordProducer,
+    stop: CancellationToken,
+) {
+    loop {
+        let published = publish_once(&log, &chain, &producer).await;
+        if stop.is_cancelled() {
+            if published == 0 {
+                return;
+            }
+            continue;
+        }
+        if published == 0 {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+}
+
+/// Publishes the next batch of unpublished entries; returns how many.
+async fn publish_once(log: &AuditLog, chain: &str, producer: &RecordProducer) -> usize {
+    let published = match log.published(chain).await {
+        Ok(seq) => seq,
+        Err(e) => {
+            warn!(error = %e, "audit publisher cannot read its progress");
+            return 0;
+        }
+    };
+    let entries = match log.entries_after(chain, published, 500).await {
+        Ok(entries) => entries,
+        Err(e) => {
+            warn!(error = %e, "audit publisher cannot read the trail");
+            return 0;
+        }
+    };
+    let mut last = published;
+    let mut sent = 0;
+    for e in &entries {
+        let body = serde_json::json!({
+            "chain": e.chain, "seq": e.seq, "at_us": e.entry.at_us, "caller": e.entry.caller,
+            "subject_id": e.entry.subject_id, "record_type": e.entry.record_type,
+            "purpose": e.entry.purpose, "fields": e.entry.fields, "decision": e.entry.decision,
+            "reason": e.entry.reason, "request_id": e.entry.request_id, "trace_id": e.entry.trace_id,
+            "records": e.entry.records, "prev_hash": hex::encode(&e.prev_hash),
+            "entry_hash": hex::encode(&e.entry_hash),
+        });
+        let delivered = producer
+            .send(
+                AUDIT_TOPIC,
+                e.entry.subject_id.as_bytes(),
+                body.to_string().as_bytes(),
+                OwnedHeaders::new(),
+            )
+            .await;
+        if delivered.is_err() {
+            break;
+        }
+        last = e.seq;
+        sent += 1;
+    }
+    if last > published
+        && let Err(e) = log.mark_published(chain, last).await
+    {
+        warn!(error = %e, "audit publisher cannot record its progress");
+        return 0;
+    }
+    sent
+}
