@@ -724,6 +724,17 @@ impl TestBus {
         kind: &str,
         config: &impl serde::Serialize,
     ) -> ServiceProcess {
+        self.spawn_service_with_env(binary, kind, config, &[])
+    }
+
+    /// [`spawn_service`](Self::spawn_service) with extra environment variables.
+    pub fn spawn_service_with_env(
+        &self,
+        binary: &str,
+        kind: &str,
+        config: &impl serde::Serialize,
+        env: &[(&str, &str)],
+    ) -> ServiceProcess {
         use std::io::{BufRead, BufReader};
         let file = self
             .dir
@@ -735,6 +746,7 @@ impl TestBus {
             .arg(kind)
             .env("GOVBUS_CONFIG", &file)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("service process starts");
@@ -761,6 +773,22 @@ impl TestBus {
 }
 
 impl ServiceProcess {
+    /// SIGTERM, then waits for the process to drain and exit.
+    pub fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("service did not stop within 30 s of SIGTERM");
+    }
+
     /// SIGKILL: no draining, no flush, no final commit.
     pub fn kill(mut self) {
         self.child.kill().expect("kill");

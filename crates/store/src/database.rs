@@ -31,6 +31,14 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The OpenTelemetry `db.system.name` of the backend.
+    pub fn system_name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgresql",
+        }
+    }
+
     pub fn from_url(url: &str) -> Result<Self, StoreError> {
         if url.starts_with("sqlite:") {
             Ok(Self::Sqlite)

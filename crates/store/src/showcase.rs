@@ -75,6 +75,14 @@ impl Showcase {
     /// Applies a batch in one transaction: each record becomes current unless
     /// a version at least as new is already there, and enters the history
     /// once. Nothing of the batch is visible until all of it is.
+    #[tracing::instrument(name = "showcase_apply", skip_all, fields(
+        otel.name = "INSERT showcase_records",
+        otel.kind = "client",
+        db.system.name = self.db.backend.system_name(),
+        db.operation.name = "INSERT",
+        db.collection.name = "showcase_records",
+        db.operation.batch.size = batch.len(),
+    ))]
     pub async fn apply(&self, batch: &[IngestedRecord]) -> Result<ApplyStats, StoreError> {
         let mut stats = ApplyStats::default();
         let mut tx = self.db.pool.begin().await?;
@@ -110,6 +118,13 @@ impl Showcase {
     }
 
     /// The current records of one type about one subject, by record key.
+    #[tracing::instrument(name = "showcase_current", skip_all, fields(
+        otel.name = "SELECT showcase_records",
+        otel.kind = "client",
+        db.system.name = self.db.backend.system_name(),
+        db.operation.name = "SELECT",
+        db.collection.name = "showcase_records",
+    ))]
     pub async fn current(
         &self,
         record_type: &str,

@@ -2,9 +2,9 @@
 //! trace-context plumbing that carries one trace across gRPC and Kafka.
 //!
 //! Spans are real OpenTelemetry spans (an SDK tracer provider sits behind the
-//! `tracing` layer), so their ids are what we propagate. Export over OTLP is
-//! added by the operators' issue; until then spans live only in-process and in
-//! the logs.
+//! `tracing` layer), so their ids are what we propagate, and they are
+//! exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Span names
+//! follow the semantic conventions through `otel.name` / `otel.kind` fields.
 
 use std::sync::OnceLock;
 
@@ -16,7 +16,8 @@ use opentelemetry::{
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
-    EnvFilter,
+    EnvFilter, Layer,
+    filter::LevelFilter,
     fmt::{TestWriter, writer::BoxMakeWriter},
     layer::SubscriberExt,
     util::SubscriberInitExt,
@@ -46,20 +47,57 @@ fn install(service: &'static str, test_writer: bool) {
     } else {
         BoxMakeWriter::new(std::io::stderr)
     };
-    let provider = PROVIDER.get_or_init(|| SdkTracerProvider::builder().build());
+    let provider = PROVIDER.get_or_init(|| provider(service));
     let tracer = provider.tracer(service);
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,librdkafka=warn,rdkafka=warn,h2=warn"));
+    // RUST_LOG filters the logs only: the spans that carry trace context
+    // (info level) are always made, whatever the log level.
     let _ = tracing_subscriber::registry()
-        .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
                 .with_target(false)
                 .with_ansi(!test_writer)
-                .with_writer(writer),
+                .with_writer(writer)
+                .with_filter(filter),
         )
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(LevelFilter::INFO),
+        )
         .try_init();
+}
+
+/// The tracer provider: spans always get real ids (they are propagated);
+/// they are exported over OTLP/gRPC only when `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// is set, so that telemetry costs nothing otherwise. Must be called inside
+/// a Tokio runtime (the tonic exporter needs one).
+fn provider(service: &'static str) -> SdkTracerProvider {
+    let mut builder = SdkTracerProvider::builder().with_resource(
+        opentelemetry_sdk::Resource::builder()
+            .with_service_name(service)
+            .build(),
+    );
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default();
+    if !endpoint.is_empty() {
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+        {
+            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+            Err(e) => eprintln!("OTLP export to {endpoint} disabled: {e}"),
+        }
+    }
+    builder.build()
+}
+
+/// Exports the spans still buffered; call before the process exits.
+pub fn shutdown() {
+    if let Some(provider) = PROVIDER.get() {
+        let _ = provider.force_flush();
+        let _ = provider.shutdown();
+    }
 }
 
 /// Writes the current span's context as W3C `traceparent`/`tracestate` entries.

@@ -118,7 +118,15 @@ impl AgencyAdapter for AdapterService {
         &self,
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
-        let span = info_span!("publish", records = request.get_ref().records.len());
+        let span = info_span!(
+            "publish",
+            otel.name = "govbus.v1.AgencyAdapter/Publish",
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = "govbus.v1.AgencyAdapter",
+            rpc.method = "Publish",
+            records = request.get_ref().records.len()
+        );
         govbus_server::continue_trace(&span, request.metadata());
         async move {
             let caller = govbus_server::caller(&request)?;

@@ -25,5 +25,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("adapter did not start")?;
     let shutdown = govbus_server::shutdown_on_signal();
-    adapter.run(shutdown).await.context("adapter failed")
+    let outcome = adapter.run(shutdown).await.context("adapter failed");
+    govbus_telemetry::shutdown();
+    outcome
 }

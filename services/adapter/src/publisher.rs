@@ -123,9 +123,13 @@ impl Publisher {
         let sends = batch.into_iter().enumerate().map(|(i, p)| {
             let span = info_span!(
                 "publish_record",
+                otel.name = %format!("publish {}", p.topic),
+                otel.kind = "producer",
+                messaging.system = "kafka",
+                messaging.operation.type = "publish",
+                messaging.destination.name = %p.topic,
                 record_type = %p.record_type,
                 record_id = %p.record_id,
-                topic = %p.topic
             );
             async move {
                 let headers = OwnedHeaders::new()

@@ -351,6 +351,11 @@ impl OnceOnly for OnceOnlyService {
     ) -> Result<Response<GetEvidenceResponse>, Status> {
         let span = info_span!(
             "get_evidence",
+            otel.name = "govbus.v1.OnceOnly/GetEvidence",
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = "govbus.v1.OnceOnly",
+            rpc.method = "GetEvidence",
             request_id = tracing::field::Empty,
             record_type = %request.get_ref().record_type,
             caller = tracing::field::Empty,

@@ -79,6 +79,7 @@ pub struct Ingestor {
     checker: RecordChecker,
     dead_letters: RecordProducer,
     freshness: Arc<Freshness>,
+    group_id: String,
     batch_max: usize,
     batch_wait: Duration,
 }
@@ -137,6 +138,7 @@ impl Ingestor {
             checker: RecordChecker::new(catalog, ca_der),
             dead_letters: RecordProducer::new(kafka)?,
             freshness,
+            group_id: group_id.to_string(),
             batch_max,
             batch_wait,
         })
@@ -161,7 +163,16 @@ impl Ingestor {
                 }
                 Ok(Ok(m)) => m,
             };
-            let span = info_span!("ingest_batch", records = tracing::field::Empty);
+            let span = info_span!(
+                "ingest_batch",
+                otel.name = "process govbus.records",
+                otel.kind = "consumer",
+                messaging.system = "kafka",
+                messaging.operation.type = "process",
+                messaging.consumer.group.name = self.group_id.as_str(),
+                messaging.batch.message_count = tracing::field::Empty,
+                records = tracing::field::Empty
+            );
             let mut batch = vec![consumed(&first, &span)];
             drop(first);
             let mut drained_at = None;
@@ -177,6 +188,7 @@ impl Ingestor {
                 }
             }
             span.record("records", batch.len());
+            span.record("messaging.batch.message_count", batch.len());
             let done = self.ingest(batch, &shutdown).instrument(span).await;
             if done && let Some(at) = drained_at {
                 self.freshness.caught_up(at);

@@ -24,8 +24,10 @@ async fn main() -> anyhow::Result<()> {
     let broker = Broker::build(config)
         .await
         .context("broker did not start")?;
-    broker
+    let outcome = broker
         .run(govbus_server::shutdown_on_signal())
         .await
-        .context("broker failed")
+        .context("broker failed");
+    govbus_telemetry::shutdown();
+    outcome
 }

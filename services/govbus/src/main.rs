@@ -352,5 +352,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         "(README.md shows more: publishing through an adapter, consents, the tax committee's narrower grant.)\n"
     );
 
-    demo.run(govbus_server::shutdown_on_signal()).await
+    let outcome = demo.run(govbus_server::shutdown_on_signal()).await;
+    govbus_telemetry::shutdown();
+    outcome
 }
