@@ -275,12 +275,15 @@ impl TestBus {
     pub async fn broker(&self, config: BrokerConfig) -> Running {
         let broker = Broker::build(config).await.expect("broker builds");
         let addr = broker.local_addr();
+        let metrics = broker.metrics_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn({
             let shutdown = shutdown.clone();
             async move { broker.run(shutdown).await.map_err(anyhow::Error::from) }
         });
-        Running::new(addr, self.certs_dir(), id(PORTAL), shutdown, task)
+        let mut running = Running::new(addr, self.certs_dir(), id(PORTAL), shutdown, task);
+        running.metrics = metrics;
+        running
     }
 
     /// The usual pair: a broker on `showcase.db` and the civil registry's adapter.
@@ -304,12 +307,15 @@ impl TestBus {
             .expect("adapter config has tls");
         let adapter = Adapter::build(config).await.expect("adapter builds");
         let addr = adapter.local_addr();
+        let metrics = adapter.metrics_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn({
             let shutdown = shutdown.clone();
             async move { adapter.run(shutdown).await.map_err(anyhow::Error::from) }
         });
-        Running::new(addr, self.certs_dir(), identity, shutdown, task)
+        let mut running = Running::new(addr, self.certs_dir(), identity, shutdown, task);
+        running.metrics = metrics;
+        running
     }
 }
 
@@ -319,6 +325,8 @@ pub struct Running {
     certs: PathBuf,
     /// Whom the plain `*_client()` helpers call as.
     pub client_identity: Identity,
+    /// The Prometheus endpoint, when the service was configured with one.
+    pub metrics: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -335,6 +343,7 @@ impl Running {
             addr,
             certs,
             client_identity,
+            metrics: None,
             shutdown,
             task,
         }
@@ -826,4 +835,26 @@ impl TestBus {
         }
         Some(())
     }
+}
+
+/// The text a service's `GET /metrics` returns.
+pub async fn scrape(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("metrics endpoint");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
+    assert!(
+        response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+        "{response}"
+    );
+    response
 }

@@ -12,6 +12,7 @@ use tonic::{
 };
 use tonic_health::server::HealthReporter;
 
+pub mod metrics;
 mod security;
 
 pub use security::{

@@ -19,6 +19,8 @@ pub struct AdapterConfig {
     /// Development only: serve gRPC without TLS (see README).
     pub insecure_plaintext: Option<PlaintextSettings>,
     pub rate_limit: RateLimitSettings,
+    /// Prometheus metrics on `GET /metrics` at this address; off when unset.
+    pub metrics_listen: Option<SocketAddr>,
     /// gRPC listen address.
     pub listen: SocketAddr,
     pub kafka: KafkaSettings,
@@ -36,6 +38,7 @@ impl Default for AdapterConfig {
             tls: None,
             insecure_plaintext: None,
             rate_limit: RateLimitSettings::default(),
+            metrics_listen: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 50061)),
             kafka: KafkaSettings::default(),
             max_batch: 1000,

@@ -128,7 +128,8 @@ impl AgencyAdapter for AdapterService {
             records = request.get_ref().records.len()
         );
         govbus_server::continue_trace(&span, request.metadata());
-        async move {
+        let started = std::time::Instant::now();
+        let result = async move {
             let caller = govbus_server::caller(&request)?;
             if &caller != self.publisher.identity() {
                 let e = PublishError::WrongCaller {
@@ -150,6 +151,8 @@ impl AgencyAdapter for AdapterService {
             Ok(Response::new(PublishResponse { results }))
         }
         .instrument(span)
-        .await
+        .await;
+        govbus_server::metrics::observe_rpc("govbus.v1.AgencyAdapter", "Publish", started, &result);
+        result
     }
 }

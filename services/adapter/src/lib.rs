@@ -44,6 +44,7 @@ pub enum AdapterError {
 
 /// A built adapter: listening, connected, not yet serving.
 pub struct Adapter {
+    metrics: Option<govbus_server::metrics::MetricsEndpoint>,
     identity: String,
     listener: TcpListener,
     local_addr: SocketAddr,
@@ -107,7 +108,14 @@ impl Adapter {
             AgencyAdapterServer::new(AdapterService::new(publisher.clone(), config.max_batch))
                 .max_decoding_message_size(govbus_server::MAX_REQUEST_BYTES);
         let router = router.add_service(InterceptedService::new(service, security.authenticator()));
+        let metrics = govbus_server::metrics::MetricsEndpoint::bind(config.metrics_listen)
+            .await
+            .map_err(|source| AdapterError::Bind {
+                addr: config.metrics_listen.unwrap_or(config.listen),
+                source,
+            })?;
         Ok(Self {
+            metrics,
             identity,
             listener,
             local_addr,
@@ -121,10 +129,16 @@ impl Adapter {
         self.local_addr
     }
 
+    /// Where `GET /metrics` is served, when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.addr)
+    }
+
     /// Serves until `shutdown` is cancelled, then finishes in-flight calls
     /// and the outbox round under way, and flushes the producer.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AdapterError> {
         info!(identity = %self.identity, addr = %self.local_addr, "adapter serving");
+        let metrics = self.metrics.map(|m| m.spawn(shutdown.child_token()));
         let outbox = self
             .outbox
             .map(|connector| tokio::spawn(connector.run(shutdown.child_token())));
@@ -135,6 +149,9 @@ impl Adapter {
         )
         .await;
         if let Some(task) = outbox {
+            let _ = task.await;
+        }
+        if let Some(task) = metrics {
             let _ = task.await;
         }
         if let Err(e) = self.publisher.producer().flush(Duration::from_secs(10)) {

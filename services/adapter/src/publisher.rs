@@ -145,6 +145,12 @@ impl Publisher {
                     .producer
                     .send(&p.topic, p.key.as_bytes(), &p.envelope, headers)
                     .await;
+                metrics::counter!(
+                    "govbus_records_published_total",
+                    "record_type" => p.record_type.clone(),
+                    "outcome" => if sent.is_ok() { "accepted" } else { "failed" }
+                )
+                .increment(1);
                 let (outcome, partition, offset, error) = match sent {
                     Ok(d) => {
                         debug!(partition = d.partition, offset = d.offset, "delivered");

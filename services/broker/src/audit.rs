@@ -100,6 +100,8 @@ impl AuditWorker {
             match outcome {
                 Ok(new_head) => {
                     head = new_head;
+                    metrics::gauge!("govbus_audit_chain_length", "chain" => self.chain.clone())
+                        .set(head.0 as f64);
                     for (_, reply) in batch {
                         let _ = reply.send(Ok(()));
                     }

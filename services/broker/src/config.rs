@@ -27,6 +27,8 @@ pub struct BrokerConfig {
     pub audit_chain: String,
     /// Sign the chain head every this many entries (and at shutdown).
     pub audit_checkpoint_every: i64,
+    /// Prometheus metrics on `GET /metrics` at this address; off when unset.
+    pub metrics_listen: Option<SocketAddr>,
     /// gRPC listen address of the once-only service.
     pub listen: SocketAddr,
     /// Showcase database: `sqlite://…` or `postgres://…`.
@@ -50,6 +52,7 @@ impl Default for BrokerConfig {
             policy_reload_ms: 1000,
             audit_chain: "broker".into(),
             audit_checkpoint_every: 1000,
+            metrics_listen: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             database_url: "sqlite://var/govbus/showcase.db".into(),
             kafka: KafkaSettings::default(),

@@ -362,7 +362,8 @@ impl OnceOnly for OnceOnlyService {
             trace_id = tracing::field::Empty,
         );
         govbus_server::continue_trace(&span, request.metadata());
-        async move {
+        let started = std::time::Instant::now();
+        let result = async move {
             let span = tracing::Span::current();
             span.record("trace_id", govbus_telemetry::current_trace_id());
             let caller = govbus_server::caller(&request)?;
@@ -428,17 +429,26 @@ impl OnceOnly for OnceOnlyService {
                 .map_err(Status::from)
         }
         .instrument(span)
-        .await
+        .await;
+        govbus_server::metrics::observe_rpc("govbus.v1.OnceOnly", "GetEvidence", started, &result);
+        result
     }
 
     async fn list_accesses(
         &self,
         request: Request<ListAccessesRequest>,
     ) -> Result<Response<ListAccessesResponse>, Status> {
-        let caller = govbus_server::caller(&request)?;
-        crate::accesses::list(&self.audit_log, &self.policy, &caller, request.into_inner())
-            .await
-            .map(Response::new)
+        let started = std::time::Instant::now();
+        let result = match govbus_server::caller(&request) {
+            Ok(caller) => {
+                crate::accesses::list(&self.audit_log, &self.policy, &caller, request.into_inner())
+                    .await
+                    .map(Response::new)
+            }
+            Err(status) => Err(status),
+        };
+        govbus_server::metrics::observe_rpc("govbus.v1.OnceOnly", "ListAccesses", started, &result);
+        result
     }
 
     async fn list_record_types(

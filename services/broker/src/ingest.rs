@@ -52,7 +52,24 @@ impl Freshness {
 /// auto-commit of stored offsets on revoke) does the rest without blocking.
 pub struct IngestContext;
 
-impl ClientContext for IngestContext {}
+impl ClientContext for IngestContext {
+    /// librdkafka's periodic statistics carry the lag of every assigned
+    /// partition; they become the `govbus_consumer_lag` gauge.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    metrics::gauge!(
+                        "govbus_consumer_lag",
+                        "topic" => topic.clone(),
+                        "partition" => partition.to_string()
+                    )
+                    .set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for IngestContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -119,6 +136,7 @@ impl Ingestor {
             ("auto.offset.reset", "earliest"),
             ("auto.commit.interval.ms", "1000"),
             ("fetch.wait.max.ms", "50"),
+            ("statistics.interval.ms", "5000"),
         ] {
             if !kafka.sets(key) {
                 config.set(key, value);
@@ -242,6 +260,10 @@ impl Ingestor {
         loop {
             match self.showcase.apply(&good).await {
                 Ok(stats) => {
+                    metrics::counter!("govbus_records_ingested_total", "outcome" => "applied")
+                        .increment(stats.applied);
+                    metrics::counter!("govbus_records_ingested_total", "outcome" => "stale")
+                        .increment(stats.stale);
                     debug!(
                         applied = stats.applied,
                         stale = stats.stale,
@@ -290,6 +312,8 @@ impl Ingestor {
             reason,
             "record refused; sent to dead letters"
         );
+        metrics::counter!("govbus_records_dead_lettered_total", "topic" => message.topic.clone())
+            .increment(1);
         let mut backoff = Duration::from_millis(100);
         loop {
             let partition = message.partition.to_string();

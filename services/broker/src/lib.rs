@@ -73,6 +73,7 @@ pub async fn rebuild_showcase(
 
 /// A built broker: showcase migrated, consumer subscribed, listening.
 pub struct Broker {
+    metrics: Option<govbus_server::metrics::MetricsEndpoint>,
     audit_worker: audit::AuditWorker,
     audit_publisher: (govbus_store::AuditLog, String, govbus_kafka::RecordProducer),
     policy: PolicyStore,
@@ -161,7 +162,14 @@ impl Broker {
         let router = router
             .add_service(InterceptedService::new(once_only, security.authenticator()))
             .add_service(InterceptedService::new(consents, security.authenticator()));
+        let metrics = govbus_server::metrics::MetricsEndpoint::bind(config.metrics_listen)
+            .await
+            .map_err(|source| BrokerError::Bind {
+                addr: config.metrics_listen.unwrap_or(config.listen),
+                source,
+            })?;
         Ok(Self {
+            metrics,
             audit_worker,
             audit_publisher,
             policy,
@@ -182,6 +190,11 @@ impl Broker {
         self.local_addr
     }
 
+    /// Where `GET /metrics` is served, when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.addr)
+    }
+
     /// The showcase this broker writes (for operators' tools and tests).
     pub fn showcase(&self) -> &Showcase {
         &self.showcase
@@ -193,6 +206,8 @@ impl Broker {
         info!(addr = %self.local_addr, "broker serving");
         let stop = shutdown.child_token();
         let ingest = tokio::spawn(self.ingestor.run(stop.clone()));
+        let metrics = self.metrics.map(|m| m.spawn(stop.clone()));
+        let size = tokio::spawn(report_showcase_size(self.showcase.clone(), stop.clone()));
         let audit_writer = tokio::spawn(self.audit_worker.run());
         let (audit_log, chain, producer) = self.audit_publisher;
         // Stopped only after the writer has committed its last entries.
@@ -216,7 +231,25 @@ impl Broker {
         let _ = audit_writer.await;
         publisher_stop.cancel();
         let _ = audit_publisher.await;
+        let _ = size.await;
+        if let Some(task) = metrics {
+            let _ = task.await;
+        }
         info!("broker stopped");
         Ok(served?)
+    }
+}
+
+/// Keeps the `govbus_showcase_records` gauge current (every 30 s: a count
+/// of a large showcase is not free).
+async fn report_showcase_size(showcase: Showcase, stop: CancellationToken) {
+    loop {
+        if let Ok(n) = showcase.count().await {
+            metrics::gauge!("govbus_showcase_records").set(n as f64);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+        }
     }
 }
