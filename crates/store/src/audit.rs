@@ -312,6 +312,17 @@ impl AuditLog {
         Ok(rows.iter().map(chained).collect::<Result<_, _>>()?)
     }
 
+    /// The entries of one request id (operators: "what happened to request X").
+    pub async fn by_request_id(&self, request_id: &str) -> Result<Vec<ChainedEntry>, StoreError> {
+        let sql =
+            format!("SELECT {ENTRY_COLUMNS} FROM audit_log WHERE request_id = $1 ORDER BY at_us");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(request_id)
+            .fetch_all(&self.db.pool)
+            .await?;
+        Ok(rows.iter().map(chained).collect::<Result<_, _>>()?)
+    }
+
     pub async fn chains(&self) -> Result<Vec<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT DISTINCT chain FROM audit_log ORDER BY chain")

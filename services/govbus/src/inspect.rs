@@ -66,7 +66,7 @@ impl Connection {
         }
     }
 
-    async fn channel(&self) -> Result<Channel> {
+    pub async fn channel(&self) -> Result<Channel> {
         govbus_security::install_crypto_provider();
         let tls = TlsMaterial::load(&self.tls).context("client certificate")?;
         let url = format!("https://{}", self.address.trim_start_matches("https://"));

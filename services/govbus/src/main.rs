@@ -113,6 +113,27 @@ enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Health of the services, messages per topic, dead letters.
+    Status {
+        #[command(flatten)]
+        client: Client,
+        /// Adapter addresses to check too (repeatable).
+        #[arg(long = "adapter")]
+        adapters: Vec<String>,
+        /// Kafka bootstrap servers, to count messages per topic.
+        #[arg(long)]
+        kafka: Option<String>,
+    },
+    /// Records the broker refused, with the reason.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// What happened to a request: its audit entries and trace id.
+    TraceOf {
+        request_id: String,
+        /// The showcase database holding the audit trail.
+        #[arg(long)]
+        database: String,
+    },
     /// Write a demo agency's synthetic records to an outbox table in its
     /// database (for deployments that run the adapters separately).
     DemoSeed {
@@ -126,6 +147,22 @@ enum Command {
         citizens: usize,
         #[arg(long, default_value_t = 2026)]
         seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// One line per dead letter.
+    List {
+        #[arg(long)]
+        kafka: String,
+    },
+    /// One dead letter in full, by partition and offset.
+    Show {
+        #[arg(long)]
+        kafka: String,
+        /// partition:offset, as `dlq list` prints it.
+        at: String,
     },
 }
 
@@ -265,6 +302,59 @@ async fn main() -> anyhow::Result<()> {
             );
             let digest = govbus_store::Showcase::open(&into).await?.digest().await?;
             println!("{digest:?}");
+            Ok(())
+        }
+        Command::Status {
+            client,
+            adapters,
+            kafka,
+        } => {
+            let mut services = vec![("broker".to_string(), client.connection())];
+            for address in adapters {
+                services.push((
+                    "adapter".to_string(),
+                    Connection::from_certs_dir(address, &client.certs, &client.as_system),
+                ));
+            }
+            for line in govbus_cli::operate::status(&services, kafka.as_deref()).await? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Dlq(DlqCommand::List { kafka }) => {
+            let letters = govbus_cli::operate::dead_letters(&kafka)?;
+            for l in &letters {
+                println!(
+                    "{}:{} from {} key {}: {}",
+                    l.partition, l.offset, l.source, l.key, l.reason
+                );
+            }
+            println!("{} dead letters", letters.len());
+            Ok(())
+        }
+        Command::Dlq(DlqCommand::Show { kafka, at }) => {
+            let (partition, offset) = at
+                .split_once(':')
+                .and_then(|(p, o)| Some((p.parse::<i32>().ok()?, o.parse::<i64>().ok()?)))
+                .context("give the dead letter as partition:offset")?;
+            let letter = govbus_cli::operate::dead_letters(&kafka)?
+                .into_iter()
+                .find(|l| l.partition == partition && l.offset == offset)
+                .with_context(|| format!("no dead letter at {at}"))?;
+            println!("{letter:#?}");
+            Ok(())
+        }
+        Command::TraceOf {
+            request_id,
+            database,
+        } => {
+            let lines = govbus_cli::operate::trace_of(&database, &request_id).await?;
+            if lines.is_empty() {
+                anyhow::bail!("no audit entry has request id {request_id:?}");
+            }
+            for line in lines {
+                println!("{line}");
+            }
             Ok(())
         }
         Command::Audit(AuditCommand::Verify { database, ca }) => {

@@ -37,6 +37,8 @@ pub struct DemoConfig {
     pub broker_listen: SocketAddr,
     pub civil_registry_listen: SocketAddr,
     pub interior_listen: SocketAddr,
+    /// Prometheus metrics of the whole demo process.
+    pub metrics_listen: SocketAddr,
     /// Leave `bootstrap_servers` empty for the embedded cluster.
     pub kafka: KafkaSettings,
 }
@@ -51,6 +53,7 @@ impl Default for DemoConfig {
             broker_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             civil_registry_listen: SocketAddr::from(([127, 0, 0, 1], 50061)),
             interior_listen: SocketAddr::from(([127, 0, 0, 1], 50062)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             kafka: KafkaSettings::default(),
         }
     }
@@ -161,6 +164,7 @@ impl Demo {
         let broker = Broker::build(BrokerConfig {
             tls: Some(tls(BROKER)),
             policy_file: Some(policy_file.clone()),
+            metrics_listen: Some(config.metrics_listen),
             listen: config.broker_listen,
             database_url: url("showcase.db"),
             kafka: kafka.clone(),
@@ -212,6 +216,9 @@ impl Demo {
         ];
         for (name, adapter) in &self.adapters {
             endpoints.push((name.to_string(), adapter.local_addr().to_string()));
+        }
+        if let Some(metrics) = self.broker.metrics_addr() {
+            endpoints.push(("metrics".to_string(), format!("http://{metrics}/metrics")));
         }
         endpoints
     }
