@@ -30,10 +30,15 @@ async fn database_outage_pauses_ingestion_and_loses_nothing() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert_eq!(
-        status.message(),
-        "showcase unavailable",
-        "no internal detail leaks"
+    // Whichever part noticed first, the caller learns nothing internal.
+    assert!(
+        [
+            "showcase unavailable",
+            "audit trail unavailable; nothing was released"
+        ]
+        .contains(&status.message()),
+        "{}",
+        status.message()
     );
     assert!(
         started.elapsed() < Duration::from_secs(10),

@@ -29,13 +29,19 @@ async fn two_replicas_share_the_stream_through_rebalances() {
         }
     });
 
-    let first = bus.broker(config.clone()).await;
+    // Replicas sharing one database keep audit chains of their own.
+    let replica = |n: u32| {
+        let mut c = config.clone();
+        c.audit_chain = format!("broker-{n}");
+        c
+    };
+    let first = bus.broker(replica(1)).await;
     eventually("the first replica ingests", || async {
         showcase.count().await.unwrap() >= 50
     })
     .await;
     // A second replica joins: the group rebalances while records flow.
-    let second = bus.broker(config.clone()).await;
+    let second = bus.broker(replica(2)).await;
     eventually(
         "the second replica takes partitions and ingests",
         || async { showcase.count().await.unwrap() >= 250 },
@@ -53,7 +59,7 @@ async fn two_replicas_share_the_stream_through_rebalances() {
 
     // Either replica answers from the shared showcase: the remaining one,
     // and a fresh one that joins afterwards.
-    let third = bus.broker(config).await;
+    let third = bus.broker(replica(3)).await;
     for replica in [&second, &third] {
         let answer = wait_for_records(replica, &pinfl(TOTAL - 1), "birth_certificate").await;
         assert_eq!(answer.evidence.len(), 1);

@@ -191,7 +191,6 @@ impl AuditLog {
         chain: &str,
         head: (i64, Vec<u8>),
         entries: &[AuditEntry],
-        checkpoint: Option<&Checkpoint>,
     ) -> Result<(i64, Vec<u8>), StoreError> {
         let (mut seq, mut prev) = head;
         let mut tx = self.db.pool.begin().await?;
@@ -220,20 +219,6 @@ impl AuditLog {
                 .execute(&mut *tx)
                 .await?;
             prev = hash;
-        }
-        if let Some(c) = checkpoint {
-            sqlx::query(
-                "INSERT INTO audit_checkpoints (chain, seq, entry_hash, signed_at_us, certificate, signature) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(c.chain.as_str())
-            .bind(c.seq)
-            .bind(c.entry_hash.as_slice())
-            .bind(c.signed_at_us)
-            .bind(c.certificate.as_slice())
-            .bind(c.signature.as_slice())
-            .execute(&mut *tx)
-            .await?;
         }
         tx.commit().await?;
         Ok((seq, prev))

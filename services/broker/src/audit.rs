@@ -93,10 +93,7 @@ impl AuditWorker {
                 }
             }
             let entries: Vec<AuditEntry> = batch.iter().map(|(e, _)| e.clone()).collect();
-            let outcome = self
-                .log
-                .append(&self.chain, head.clone(), &entries, None)
-                .await;
+            let outcome = self.log.append(&self.chain, head.clone(), &entries).await;
             match outcome {
                 Ok(new_head) => {
                     head = new_head;
