@@ -65,7 +65,7 @@ async fn operators_see_health_dead_letters_and_what_happened_to_a_request() {
     assert!(
         lines
             .iter()
-            .any(|l| l == "kafka govbus.deadletter: 1 messages in 3 partitions"),
+            .any(|l| l.starts_with("kafka govbus.deadletter: 1 messages in ")),
         "{lines:?}"
     );
 
