@@ -53,7 +53,9 @@ async fn operators_see_health_dead_letters_and_what_happened_to_a_request() {
             Connection::from_certs_dir(adapter.addr.to_string(), &certs, "egov.portal"),
         ),
     ];
-    let lines = operate::status(&services, Some(&kafka)).await.unwrap();
+    let lines = operate::status(&services, Some(&kafka), "govbus-broker")
+        .await
+        .unwrap();
     assert!(
         lines[0].starts_with("broker") && lines[0].ends_with("Serving"),
         "{lines:?}"
@@ -68,6 +70,19 @@ async fn operators_see_health_dead_letters_and_what_happened_to_a_request() {
             .any(|l| l.starts_with("kafka govbus.deadletter: 1 messages in ")),
         "{lines:?}"
     );
+
+    // Once the broker's group has committed, the birth topic shows no lag.
+    eventually("the broker's group catches up", || async {
+        operate::status(&services, Some(&kafka), "govbus-broker")
+            .await
+            .unwrap()
+            .iter()
+            .any(|l| {
+                l.starts_with("kafka govbus.records.birth_certificate: 2 messages")
+                    && l.ends_with(", lag 0 for group govbus-broker")
+            })
+    })
+    .await;
 
     let mut request = tonic::Request::new(GetEvidenceRequest {
         request_id: "portal-7f3a".into(),

@@ -94,9 +94,8 @@ fn unavailable(e: govbus_store::StoreError) -> Status {
     Status::unavailable("consent store unavailable")
 }
 
-#[tonic::async_trait]
-impl ConsentsApi for ConsentService {
-    async fn grant_consent(
+impl ConsentService {
+    async fn grant(
         &self,
         request: Request<GrantConsentRequest>,
     ) -> Result<Response<Consent>, Status> {
@@ -123,7 +122,7 @@ impl ConsentsApi for ConsentService {
         Ok(Response::new(to_wire(consent)))
     }
 
-    async fn revoke_consent(
+    async fn revoke(
         &self,
         request: Request<RevokeConsentRequest>,
     ) -> Result<Response<Consent>, Status> {
@@ -141,5 +140,33 @@ impl ConsentsApi for ConsentService {
             }
             None => Err(Status::not_found("no live consent with that scope")),
         }
+    }
+}
+
+#[tonic::async_trait]
+impl ConsentsApi for ConsentService {
+    async fn grant_consent(
+        &self,
+        request: Request<GrantConsentRequest>,
+    ) -> Result<Response<Consent>, Status> {
+        let started = std::time::Instant::now();
+        let result = self.grant(request).await;
+        govbus_server::metrics::observe_rpc("govbus.v1.Consents", "GrantConsent", started, &result);
+        result
+    }
+
+    async fn revoke_consent(
+        &self,
+        request: Request<RevokeConsentRequest>,
+    ) -> Result<Response<Consent>, Status> {
+        let started = std::time::Instant::now();
+        let result = self.revoke(request).await;
+        govbus_server::metrics::observe_rpc(
+            "govbus.v1.Consents",
+            "RevokeConsent",
+            started,
+            &result,
+        );
+        result
     }
 }

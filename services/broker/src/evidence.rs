@@ -455,6 +455,7 @@ impl OnceOnly for OnceOnlyService {
         &self,
         _request: Request<ListRecordTypesRequest>,
     ) -> Result<Response<ListRecordTypesResponse>, Status> {
+        let started = std::time::Instant::now();
         let policy = self.policy.current();
         let record_types = self
             .catalog
@@ -469,6 +470,13 @@ impl OnceOnly for OnceOnlyService {
                 consent_required: policy.consent_required(&spec.name),
             })
             .collect();
-        Ok(Response::new(ListRecordTypesResponse { record_types }))
+        let result = Ok(Response::new(ListRecordTypesResponse { record_types }));
+        govbus_server::metrics::observe_rpc(
+            "govbus.v1.OnceOnly",
+            "ListRecordTypes",
+            started,
+            &result,
+        );
+        result
     }
 }

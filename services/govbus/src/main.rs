@@ -123,6 +123,9 @@ enum Command {
         /// Kafka bootstrap servers, to count messages per topic.
         #[arg(long)]
         kafka: Option<String>,
+        /// The broker's consumer group, whose lag to report.
+        #[arg(long, default_value = "govbus-broker")]
+        group: String,
     },
     /// Records the broker refused, with the reason.
     #[command(subcommand)]
@@ -308,6 +311,7 @@ async fn main() -> anyhow::Result<()> {
             client,
             adapters,
             kafka,
+            group,
         } => {
             let mut services = vec![("broker".to_string(), client.connection())];
             for address in adapters {
@@ -316,7 +320,7 @@ async fn main() -> anyhow::Result<()> {
                     Connection::from_certs_dir(address, &client.certs, &client.as_system),
                 ));
             }
-            for line in govbus_cli::operate::status(&services, kafka.as_deref()).await? {
+            for line in govbus_cli::operate::status(&services, kafka.as_deref(), &group).await? {
                 println!("{line}");
             }
             Ok(())

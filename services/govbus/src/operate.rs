@@ -12,7 +12,9 @@ use rdkafka::{
 
 use crate::inspect::Connection;
 
-fn consumer(kafka: &str) -> Result<BaseConsumer> {
+/// A consumer that never joins a group: it only reads (watermarks,
+/// committed offsets, dead letters), so it disturbs no member of `group`.
+fn consumer(kafka: &str, group: &str) -> Result<BaseConsumer> {
     let settings = KafkaSettings {
         bootstrap_servers: kafka.to_string(),
         ..KafkaSettings::default()
@@ -20,7 +22,7 @@ fn consumer(kafka: &str) -> Result<BaseConsumer> {
     settings.validate()?;
     Ok(settings
         .client_config()
-        .set("group.id", "govbus-operator")
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .create()?)
@@ -52,7 +54,7 @@ pub struct DeadLetter {
 
 /// Every dead letter, oldest first per partition.
 pub fn dead_letters(kafka: &str) -> Result<Vec<DeadLetter>> {
-    let consumer = consumer(kafka)?;
+    let consumer = consumer(kafka, "govbus-operator")?;
     let partitions = watermarks(&consumer, DEAD_LETTER_TOPIC)?;
     let mut tpl = TopicPartitionList::new();
     let mut open = 0;
@@ -100,8 +102,13 @@ pub fn dead_letters(kafka: &str) -> Result<Vec<DeadLetter>> {
     Ok(letters)
 }
 
-/// Health of each gRPC endpoint, record counts per topic, dead letters.
-pub async fn status(services: &[(String, Connection)], kafka: Option<&str>) -> Result<Vec<String>> {
+/// Health of each gRPC endpoint; per topic the messages held and, for the
+/// record topics, how far the broker's consumer `group` lags behind.
+pub async fn status(
+    services: &[(String, Connection)],
+    kafka: Option<&str>,
+    group: &str,
+) -> Result<Vec<String>> {
     let mut lines = Vec::new();
     for (name, connection) in services {
         let line = match connection.channel().await {
@@ -134,21 +141,46 @@ pub async fn status(services: &[(String, Connection)], kafka: Option<&str>) -> R
         lines.push(line);
     }
     if let Some(kafka) = kafka {
-        let consumer = consumer(kafka)?;
-        for topic in govbus_kafka::with_system_topics(govbus_core::Catalog::builtin().topics()) {
+        let consumer = consumer(kafka, group)?;
+        let record_topics = govbus_core::Catalog::builtin().topics();
+        for topic in govbus_kafka::with_system_topics(record_topics.clone()) {
             match watermarks(&consumer, &topic) {
                 Ok(parts) => {
                     let total: i64 = parts.iter().map(|(_, low, high)| high - low).sum();
-                    lines.push(format!(
+                    let mut line = format!(
                         "kafka {topic}: {total} messages in {} partitions",
                         parts.len()
-                    ));
+                    );
+                    if record_topics.contains(&topic) {
+                        let lag = group_lag(&consumer, &topic, &parts)?;
+                        line.push_str(&format!(", lag {lag} for group {group}"));
+                    }
+                    lines.push(line);
                 }
                 Err(e) => lines.push(format!("kafka {topic}: {e:#}")),
             }
         }
     }
     Ok(lines)
+}
+
+/// Messages of `topic` the group has not committed yet.
+fn group_lag(consumer: &BaseConsumer, topic: &str, parts: &[(i32, i64, i64)]) -> Result<i64> {
+    let mut tpl = TopicPartitionList::new();
+    for (p, _, _) in parts {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(parts
+        .iter()
+        .map(|(p, low, high)| {
+            let done = match committed.find_partition(topic, *p).map(|e| e.offset()) {
+                Some(Offset::Offset(n)) => n,
+                _ => *low,
+            };
+            (high - done).max(0)
+        })
+        .sum())
 }
 
 /// The audit entries of a request id: who, when, decision, and its trace id.
