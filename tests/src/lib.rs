@@ -858,3 +858,14 @@ pub async fn scrape(addr: SocketAddr) -> String {
     );
     response
 }
+
+/// Puts bytes that are no envelope on the birth-certificate topic under
+/// `subject`'s key, and waits for the broker to dead-letter them (the first
+/// dead letter of the bus).
+pub async fn poison_birth_topic(bus: &TestBus, subject: &str) {
+    produce_raw(bus, "govbus.records.birth_certificate", subject, b"poison").await;
+    eventually("the poison record is dead-lettered", || async {
+        topic_message_count(bus, govbus_kafka::DEAD_LETTER_TOPIC) == 1
+    })
+    .await;
+}

@@ -27,17 +27,7 @@ async fn services_expose_prometheus_metrics() {
         .await
         .get_evidence(evidence_request(&subject, "birth_certificate"))
         .await;
-    produce_raw(
-        &bus,
-        "govbus.records.birth_certificate",
-        &subject,
-        b"poison",
-    )
-    .await;
-    eventually("the poison record is dead-lettered", || async {
-        topic_message_count(&bus, govbus_kafka::DEAD_LETTER_TOPIC) == 1
-    })
-    .await;
+    poison_birth_topic(&bus, &subject).await;
 
     let text = scrape(broker.metrics.expect("broker metrics endpoint")).await;
     for expected in [

@@ -13,17 +13,7 @@ async fn operators_see_health_dead_letters_and_what_happened_to_a_request() {
         .await
         .unwrap();
     wait_for_records(&broker, &subject, "birth_certificate").await;
-    produce_raw(
-        &bus,
-        "govbus.records.birth_certificate",
-        &subject,
-        b"poison",
-    )
-    .await;
-    eventually("the poison record is dead-lettered", || async {
-        topic_message_count(&bus, govbus_kafka::DEAD_LETTER_TOPIC) == 1
-    })
-    .await;
+    poison_birth_topic(&bus, &subject).await;
 
     let kafka = bus.kafka().bootstrap_servers;
     let letters = operate::dead_letters(&kafka).unwrap();
