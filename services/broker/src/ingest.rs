@@ -107,6 +107,8 @@ pub struct IngestSettings<'a> {
     pub group_id: &'a str,
     /// The bus CA: records must be signed by a certificate it issued.
     pub ca_der: Vec<u8>,
+    /// Where refused records go (shared with the broker's other producing).
+    pub dead_letters: RecordProducer,
     pub batch_max: usize,
     pub batch_wait: Duration,
 }
@@ -122,6 +124,7 @@ impl Ingestor {
             kafka,
             group_id,
             ca_der,
+            dead_letters,
             batch_max,
             batch_wait,
         } = settings;
@@ -154,7 +157,7 @@ impl Ingestor {
             consumer,
             showcase,
             checker: RecordChecker::new(catalog, ca_der),
-            dead_letters: RecordProducer::new(kafka)?,
+            dead_letters,
             freshness,
             group_id: group_id.to_string(),
             batch_max,

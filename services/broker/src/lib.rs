@@ -110,12 +110,15 @@ impl Broker {
             govbus_kafka::ensure_topics(&config.kafka, &topics).await?;
         }
         let showcase = Showcase::open(&config.database_url).await?;
+        // One idempotent producer for dead letters and the audit topic.
+        let producer = govbus_kafka::RecordProducer::new(&config.kafka)?;
         let freshness = Arc::new(Freshness::default());
         let ingestor = Ingestor::new(
             IngestSettings {
                 kafka: &config.kafka,
                 group_id: &config.group_id,
                 ca_der: security.tls().ca_der().to_vec(),
+                dead_letters: producer.clone(),
                 batch_max: config.batch_max,
                 batch_wait: config.batch_wait(),
             },
@@ -142,11 +145,7 @@ impl Broker {
             })?,
             config.audit_checkpoint_every,
         );
-        let audit_publisher = (
-            audit_log,
-            config.audit_chain.clone(),
-            govbus_kafka::RecordProducer::new(&config.kafka)?,
-        );
+        let audit_publisher = (audit_log, config.audit_chain.clone(), producer);
         let once_only = OnceOnlyServer::new(OnceOnlyService::new(
             showcase.clone(),
             catalog.clone(),

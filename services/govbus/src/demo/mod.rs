@@ -123,15 +123,16 @@ impl Demo {
             None
         };
 
-        let people = population::citizens(config.seed, config.citizens);
-        let couples = population::marriages(config.seed, &people);
-        let civil = records::civil_registry(config.seed, &people, &couples);
-        let interior = records::interior(config.seed, &people);
+        let civil = agency_rows("civil-registry", config.seed, config.citizens)?;
+        let interior = agency_rows("interior", config.seed, config.citizens)?;
         let expected_records = current_records(&civil) + current_records(&interior);
-        let example_subject = couples
-            .first()
-            .map(|&(husband, _, _)| people[husband].pinfl.clone())
-            .unwrap_or_else(|| people[0].pinfl.clone());
+        // A married citizen (the first spouse on record), else anyone born.
+        let example_subject = civil
+            .iter()
+            .find(|r| r.record_type == "marriage_certificate")
+            .or_else(|| civil.first())
+            .map(|r| r.subject_id.clone())
+            .unwrap_or_default();
 
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
