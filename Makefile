@@ -1,7 +1,7 @@
 # govbus — the two commands a newcomer needs are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test lint fmt build
+.PHONY: run test bench lint fmt build
 
 ## Start the whole bus on this machine: embedded Kafka-protocol cluster,
 ## broker, and the civil-registry and interior demo agencies.
@@ -30,6 +30,15 @@ test:
 			TEST_KAFKA=tansu $(CARGO) test -p govbus-tests --all-targets || exit 1; \
 		fi; \
 	fi
+
+## Benchmarks against baselines measured in the same run (release build,
+## then a few minutes); writes docs/BENCHMARKS.md. Options through BENCH_ARGS:
+##   --quick                             a short run to check the bench itself
+##   --sizes 10000,1000000,10000000      the ten-million-record run (slow to seed)
+## and BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres puts the
+## showcases on PostgreSQL instead of SQLite.
+bench:
+	env -u TEST_KAFKA -u TEST_POSTGRES_URL $(CARGO) run --release -p govbus-bench -- $(BENCH_ARGS)
 
 ## What CI checks before the tests.
 lint:

@@ -142,6 +142,12 @@ impl Drop for TestBus {
 
 impl TestBus {
     pub fn start() -> Self {
+        Self::start_with(postgres_admin_url())
+    }
+
+    /// A bus whose databases are on the PostgreSQL server of `postgres`
+    /// (an admin URL), or SQLite files when `None`.
+    pub fn start_with(postgres: Option<String>) -> Self {
         govbus_telemetry::init_for_tests("govbus-tests");
         govbus_security::install_crypto_provider();
         let topics = govbus_kafka::with_system_topics(Catalog::builtin().topics());
@@ -149,7 +155,7 @@ impl TestBus {
         let bus = Self {
             cluster: KafkaUnderTest::start(dir.path(), &topics),
             dir,
-            postgres: postgres_admin_url(),
+            postgres,
             // The random tail of a v7 id: tests starting in the same millisecond differ.
             run_id: uuid::Uuid::now_v7().simple().to_string()[20..].to_string(),
             created: std::sync::Mutex::new(Vec::new()),

@@ -3,7 +3,7 @@
 
 use govbus_core::{
     SigningInputError, content_hash, signing_input,
-    time::{now_timestamp, timestamp_to_micros},
+    time::now_timestamp,
 };
 use govbus_proto::v1::{Record, RecordSignature};
 use ring::{
@@ -206,41 +206,8 @@ pub fn verify_detached(
     Ok(identity)
 }
 
-/// Verifies a (possibly minimised) record offline against the bus CA.
+/// Verifies a (possibly minimised) record offline against the bus CA. For
+/// many records, keep one [`Verifier`](crate::Verifier) instead.
 pub fn verify(record: &Record, ca_der: &[u8]) -> Result<Verified, VerifyError> {
-    let signature = record.signature.as_ref().ok_or(VerifyError::Unsigned)?;
-    if signature.signature.is_empty() {
-        return Err(VerifyError::Unsigned);
-    }
-    let signed_at = signature
-        .signed_at
-        .as_ref()
-        .map(|t| timestamp_to_micros(t).div_euclid(1_000_000))
-        .ok_or(VerifyError::NotValidAtSigning)?;
-    check_issued_by(&signature.certificate, ca_der, Some(signed_at))?;
-    let (_, cert) = X509Certificate::from_der(&signature.certificate)
-        .map_err(|e| VerifyError::BadCertificate(e.to_string()))?;
-    let actual =
-        Identity::from_certificate(&signature.certificate).map_err(|_| VerifyError::NoIdentity)?;
-    if actual.to_string() != signature.signer {
-        return Err(VerifyError::SignerMismatch {
-            claimed: signature.signer.clone(),
-            actual: actual.to_string(),
-        });
-    }
-    let expected_key_id = key_id(cert.public_key().raw);
-    if expected_key_id != signature.key_id {
-        return Err(VerifyError::KeyIdMismatch);
-    }
-    let input = signing_input(record)?;
-    if content_hash(&input) != record.content_hash {
-        return Err(VerifyError::HashMismatch);
-    }
-    UnparsedPublicKey::new(&ED25519, cert.public_key().subject_public_key.data.as_ref())
-        .verify(&input, &signature.signature)
-        .map_err(|_| VerifyError::BadSignature)?;
-    Ok(Verified {
-        signer: actual,
-        key_id: expected_key_id,
-    })
+    crate::Verifier::new(ca_der.to_vec()).verify(record)
 }

@@ -152,3 +152,45 @@ fn a_key_must_match_its_certificate() {
         Err(govbus_security::SignError::KeyMismatch)
     ));
 }
+
+/// One verifier for many records remembers the certificates it checked;
+/// what depends on the record is still checked on every record.
+#[test]
+fn a_shared_verifier_still_checks_every_record() {
+    let ca = ca();
+    let verifier = govbus_security::Verifier::new(der(ca.cert_pem()));
+    let signer = signer(&ca, "agency/civil-registry/system/fhdy");
+    let mut signed = record();
+    signer.sign(&mut signed).unwrap();
+    verifier.verify(&signed).unwrap();
+    verifier.verify(&signed).unwrap();
+
+    let mut r = signed.clone();
+    r.version = 2;
+    assert_eq!(verifier.verify(&r), Err(VerifyError::HashMismatch));
+
+    let mut r = signed.clone();
+    r.signature.as_mut().unwrap().signature[0] ^= 1;
+    assert_eq!(verifier.verify(&r), Err(VerifyError::BadSignature));
+
+    // The remembered certificate, but a signing time outside its validity.
+    let mut r = signed.clone();
+    r.signature.as_mut().unwrap().signed_at = Some(prost_types::Timestamp {
+        seconds: 0,
+        nanos: 0,
+    });
+    assert_eq!(verifier.verify(&r), Err(VerifyError::NotValidAtSigning));
+
+    let mut r = signed.clone();
+    r.signature.as_mut().unwrap().key_id = "00".into();
+    assert_eq!(verifier.verify(&r), Err(VerifyError::KeyIdMismatch));
+
+    // A rogue certificate is refused every time, never remembered as good.
+    let other = CertificateAuthority::generate("rogue CA").unwrap();
+    let rogue = self::signer(&other, "agency/civil-registry/system/fhdy");
+    let mut r = record();
+    rogue.sign(&mut r).unwrap();
+    for _ in 0..2 {
+        assert_eq!(verifier.verify(&r), Err(VerifyError::UnknownIssuer));
+    }
+}

@@ -126,6 +126,10 @@ impl std::fmt::Display for ChainFault {
     }
 }
 
+/// Rows of one INSERT: 15 parameters each, under SQLite's 32,766 and
+/// PostgreSQL's 65,535 parameters per statement.
+const APPEND_ROWS_PER_STATEMENT: usize = 256;
+
 const ENTRY_COLUMNS: &str = "chain, seq, at_us, caller, subject_id, record_type, purpose, fields, \
      decision, reason, request_id, trace_id, records, prev_hash, entry_hash";
 
@@ -194,31 +198,34 @@ impl AuditLog {
     ) -> Result<(i64, Vec<u8>), StoreError> {
         let (mut seq, mut prev) = head;
         let mut tx = self.db.pool.begin().await?;
-        for e in entries {
-            seq += 1;
-            let hash = entry_hash(chain, seq, &prev, e);
+        for chunk in entries.chunks(APPEND_ROWS_PER_STATEMENT) {
             let sql = format!(
-                "INSERT INTO audit_log ({ENTRY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+                "INSERT INTO audit_log ({ENTRY_COLUMNS}) VALUES {}",
+                crate::database::values_placeholders(chunk.len(), 15)
             );
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(chain)
-                .bind(seq)
-                .bind(e.at_us)
-                .bind(e.caller.as_str())
-                .bind(e.subject_id.as_str())
-                .bind(e.record_type.as_str())
-                .bind(e.purpose.as_str())
-                .bind(e.fields.as_str())
-                .bind(e.decision.as_str())
-                .bind(e.reason.as_str())
-                .bind(e.request_id.as_str())
-                .bind(e.trace_id.as_str())
-                .bind(e.records)
-                .bind(prev.as_slice())
-                .bind(hash.as_slice())
-                .execute(&mut *tx)
-                .await?;
-            prev = hash;
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for e in chunk {
+                seq += 1;
+                let hash = entry_hash(chain, seq, &prev, e);
+                query = query
+                    .bind(chain)
+                    .bind(seq)
+                    .bind(e.at_us)
+                    .bind(e.caller.as_str())
+                    .bind(e.subject_id.as_str())
+                    .bind(e.record_type.as_str())
+                    .bind(e.purpose.as_str())
+                    .bind(e.fields.as_str())
+                    .bind(e.decision.as_str())
+                    .bind(e.reason.as_str())
+                    .bind(e.request_id.as_str())
+                    .bind(e.trace_id.as_str())
+                    .bind(e.records)
+                    .bind(prev.clone())
+                    .bind(hash.clone());
+                prev = hash;
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok((seq, prev))

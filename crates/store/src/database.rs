@@ -50,6 +50,24 @@ impl Backend {
     }
 }
 
+/// `($1, $2, …), ($n+1, …)`: the VALUES list of a multi-row INSERT of
+/// `rows` rows of `columns` parameters each. One statement for many rows
+/// instead of one per row: each statement is a round trip to the database.
+pub(crate) fn values_placeholders(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", row * columns + column + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 /// SQLite creates the file but not its folder.
 fn create_parent_dir(url: &str) -> Result<(), StoreError> {
     let path = url
@@ -104,6 +122,11 @@ impl Database {
             // A query that cannot get a connection fails fast (UNAVAILABLE to
             // callers) rather than queueing behind a dead database.
             .acquire_timeout(Duration::from_secs(3))
+            // No ping before every use: it cost a round trip per query (a
+            // thread hand-off on SQLite, a network trip on PostgreSQL). A
+            // dead connection fails its statement instead, which callers
+            // see as UNAVAILABLE, and the pool replaces it.
+            .test_before_acquire(false)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -114,6 +137,10 @@ impl Database {
                         conn.execute("PRAGMA synchronous = FULL").await?;
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
+                        // Pages read through a shared mapping, not a read()
+                        // copy per page: every commit of the audit writer
+                        // empties the readers' page caches.
+                        conn.execute("PRAGMA mmap_size = 1073741824").await?;
                     }
                     Ok(())
                 })

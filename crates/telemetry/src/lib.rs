@@ -31,16 +31,24 @@ static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 /// (default `info`) plus OpenTelemetry span context. Safe to call more than
 /// once (tests do); only the first call has an effect.
 pub fn init(service: &'static str) {
-    install(service, false);
+    install(service, false, DEFAULT_FILTER);
 }
+
+/// Like [`init`] with another filter when `RUST_LOG` is unset (e.g. `warn`
+/// for a benchmark, whose per-request logs would drown its output).
+pub fn init_with_default_filter(service: &'static str, filter: &str) {
+    install(service, false, filter);
+}
+
+const DEFAULT_FILTER: &str = "info,sqlx=warn,librdkafka=warn,rdkafka=warn,h2=warn";
 
 /// Like [`init`], but logs through libtest's capture so that only failing
 /// tests show their logs.
 pub fn init_for_tests(service: &'static str) {
-    install(service, true);
+    install(service, true, DEFAULT_FILTER);
 }
 
-fn install(service: &'static str, test_writer: bool) {
+fn install(service: &'static str, test_writer: bool, default_filter: &str) {
     // Logs go to stderr so that stdout stays for what a command prints.
     let writer = if test_writer {
         BoxMakeWriter::new(TestWriter::new())
@@ -50,7 +58,7 @@ fn install(service: &'static str, test_writer: bool) {
     let provider = PROVIDER.get_or_init(|| provider(service));
     let tracer = provider.tracer(service);
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,librdkafka=warn,rdkafka=warn,h2=warn"));
+        .unwrap_or_else(|_| EnvFilter::new(default_filter));
     // RUST_LOG filters the logs only: the spans that carry trace context
     // (info level) are always made, whatever the log level.
     let _ = tracing_subscriber::registry()

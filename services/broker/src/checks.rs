@@ -18,12 +18,15 @@ const INGEST_LIMITS: RecordLimits = RecordLimits {
 pub struct RecordChecker {
     catalog: Arc<Catalog>,
     /// The bus CA: records must be signed with a certificate it issued.
-    ca_der: Vec<u8>,
+    verifier: Arc<govbus_security::Verifier>,
 }
 
 impl RecordChecker {
     pub fn new(catalog: Arc<Catalog>, ca_der: Vec<u8>) -> Self {
-        Self { catalog, ca_der }
+        Self {
+            catalog,
+            verifier: Arc::new(govbus_security::Verifier::new(ca_der)),
+        }
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -47,7 +50,9 @@ impl RecordChecker {
         if key != record.subject_id.as_bytes() {
             return Err("message key is not the record's subject_id".into());
         }
-        let verified = govbus_security::verify(&record, &self.ca_der)
+        let verified = self
+            .verifier
+            .verify(&record)
             .map_err(|e| format!("signature: {e}"))?;
         if verified.signer.to_string() != spec.owner {
             return Err(format!(

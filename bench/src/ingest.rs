@@ -1,0 +1,250 @@
+//! Ingest: records published through the adapter (batched gRPC) until all
+//! are in the showcase, against raw rdkafka producing and consuming the same
+//! bytes on the same cluster; and freshness, from a publish acknowledged to
+//! the record visible in a `GetEvidence` answer.
+
+use std::time::{Duration, Instant};
+
+use govbus_kafka::KafkaSettings;
+use govbus_proto::v1::{PublishRequest, Record, agency_adapter_client::AgencyAdapterClient};
+use govbus_security::Signer;
+use govbus_store::Showcase;
+use hdrhistogram::Histogram;
+use prost::Message;
+use rdkafka::{
+    Message as _,
+    consumer::{Consumer, StreamConsumer},
+    producer::{FutureProducer, FutureRecord},
+};
+use tonic::transport::Channel;
+
+use crate::{query, seed};
+
+#[derive(Debug, Clone, Copy)]
+pub struct IngestShape {
+    pub records: u64,
+    pub batch: u64,
+    pub publishers: u64,
+}
+
+/// Records/s through the adapter into the showcase.
+#[derive(Debug, Clone, Copy)]
+pub struct Throughput {
+    pub records: u64,
+    pub elapsed: Duration,
+}
+
+impl Throughput {
+    pub fn per_second(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Unsigned births of citizens `from..to`, as an agency would send them.
+fn births(from: u64, to: u64, version: u64) -> Vec<Record> {
+    (from..to)
+        .map(|n| govbus_tests::birth_record(&seed::citizen(n), version, "Aziza"))
+        .collect()
+}
+
+async fn publish(
+    client: &mut AgencyAdapterClient<Channel>,
+    records: Vec<Record>,
+) -> anyhow::Result<()> {
+    let reply = client
+        .publish(PublishRequest { records })
+        .await?
+        .into_inner();
+    let accepted = reply
+        .results
+        .iter()
+        .filter(|r| r.outcome == govbus_proto::v1::PublishOutcome::Accepted as i32)
+        .count();
+    anyhow::ensure!(
+        accepted == reply.results.len(),
+        "{} of {} records not accepted: {:?}",
+        reply.results.len() - accepted,
+        reply.results.len(),
+        reply.results.iter().find(|r| !r.error.is_empty())
+    );
+    Ok(())
+}
+
+async fn wait_for_count(showcase: &Showcase, at_least: i64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while showcase.count().await? < at_least {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "showcase never reached {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// Publishes `shape.records` new citizens (after `first`) through the
+/// adapter and waits until the showcase holds `first + records` of them.
+pub async fn through_govbus(
+    adapter: &query::Target,
+    showcase: &Showcase,
+    first: u64,
+    shape: IngestShape,
+) -> anyhow::Result<Throughput> {
+    let started = Instant::now();
+    let per_publisher = shape.records.div_ceil(shape.publishers);
+    let mut tasks = Vec::new();
+    for p in 0..shape.publishers {
+        let mut client = AgencyAdapterClient::new(query::connect(adapter).await?);
+        let from = first + p * per_publisher;
+        let to = (from + per_publisher).min(first + shape.records);
+        let batch = shape.batch;
+        tasks.push(tokio::spawn(async move {
+            let mut at = from;
+            while at < to {
+                let next = (at + batch).min(to);
+                publish(&mut client, births(at, next, 1)).await?;
+                at = next;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    wait_for_count(showcase, (first + shape.records) as i64).await?;
+    Ok(Throughput {
+        records: shape.records,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The same bytes (signed envelopes of the same size, keyed by citizen)
+/// produced with the adapter's producer settings to a fresh topic and
+/// consumed by one plain consumer with the broker's fetch settings.
+pub async fn through_raw_rdkafka(
+    kafka: &KafkaSettings,
+    signer: &Signer,
+    shape: IngestShape,
+) -> anyhow::Result<Throughput> {
+    let topic = format!("bench.raw.{}", uuid::Uuid::now_v7().simple());
+    let envelopes: Vec<(String, Vec<u8>)> = (0..shape.records)
+        .map(|n| {
+            let record = seed::signed_birth(signer, n, 1)?;
+            Ok((record.subject_id.clone(), record.encode_to_vec()))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let producer: FutureProducer = kafka
+        .client_config()
+        .set("message.timeout.ms", "20000")
+        .set("linger.ms", "2")
+        .set("compression.type", "lz4")
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()?;
+    let consumer: StreamConsumer = kafka
+        .client_config()
+        .set("group.id", &topic)
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "50")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    // Create the topic and join the group before the clock starts.
+    producer
+        .send(
+            FutureRecord::to(&topic).key("warmup").payload(b"warmup"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    consumer.subscribe(&[&topic])?;
+    tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await??;
+
+    let started = Instant::now();
+    let consuming = tokio::spawn(async move {
+        let mut seen = 0u64;
+        while seen < shape.records {
+            let message = consumer.recv().await?;
+            // Touch the bytes as any consumer must.
+            seen += u64::from(message.payload().is_some_and(|p| !p.is_empty()));
+        }
+        anyhow::Ok(())
+    });
+    let sends = envelopes.iter().map(|(key, bytes)| {
+        producer.send(
+            FutureRecord::to(&topic).key(key).payload(bytes),
+            Duration::from_secs(10),
+        )
+    });
+    for outcome in futures::future::join_all(sends).await {
+        outcome.map_err(|(e, _)| e)?;
+    }
+    tokio::time::timeout(Duration::from_secs(600), consuming).await???;
+    Ok(Throughput {
+        records: shape.records,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Freshness lag in microseconds: a probe publishes a new version of one
+/// record, takes the adapter's acknowledgement as the start, and asks the
+/// broker (every millisecond) until the answer carries that version; the
+/// while, background publishers send new citizens from `first` on at
+/// `background_rate` records per second.
+pub async fn freshness(
+    adapter: &query::Target,
+    broker: &query::Target,
+    probe_citizen: u64,
+    first: u64,
+    background_rate: f64,
+    duration: Duration,
+) -> anyhow::Result<Histogram<u64>> {
+    let stop = Instant::now() + duration;
+    const BATCH: u64 = 50;
+    let background = {
+        let mut client = AgencyAdapterClient::new(query::connect(adapter).await?);
+        let every = Duration::from_secs_f64(BATCH as f64 / background_rate.max(1.0));
+        tokio::spawn(async move {
+            let mut next = first;
+            let mut tick = tokio::time::interval(every);
+            while Instant::now() < stop {
+                tick.tick().await;
+                publish(&mut client, births(next, next + BATCH, 1)).await?;
+                next += BATCH;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let mut probe = AgencyAdapterClient::new(query::connect(adapter).await?);
+    let mut reader =
+        govbus_proto::v1::once_only_client::OnceOnlyClient::new(query::connect(broker).await?);
+    let mut lags = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut version = 1;
+    while Instant::now() < stop {
+        version += 1;
+        publish(&mut probe, births(probe_citizen, probe_citizen + 1, version)).await?;
+        let acknowledged = Instant::now();
+        loop {
+            let reply = reader
+                .get_evidence(query::request(probe_citizen))
+                .await?
+                .into_inner();
+            let seen = reply
+                .evidence
+                .first()
+                .and_then(|e| e.record.as_ref())
+                .is_some_and(|r| r.version >= version);
+            if seen {
+                lags.record(acknowledged.elapsed().as_micros() as u64)?;
+                break;
+            }
+            anyhow::ensure!(
+                acknowledged.elapsed() < Duration::from_secs(60),
+                "version {version} of the probe record never became visible"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    background.await??;
+    Ok(lags)
+}

@@ -1,0 +1,195 @@
+//! The load generator: many concurrent gRPC callers over a few HTTP/2
+//! connections, latencies into an HDR histogram.
+//!
+//! Two shapes: *closed loop* (each worker sends its next call as soon as the
+//! last one answers) finds peak throughput; *open loop* (calls start on a
+//! fixed schedule whatever the answers do) measures latency at a given
+//! load, timed from when a call was due, so a stalled server shows up in
+//! the tail instead of silently slowing the generator (coordinated omission).
+
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+use tokio::sync::{Mutex, Semaphore};
+
+/// What one measured run produced.
+#[derive(Debug, Clone)]
+pub struct LoadResult {
+    pub calls: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    /// Microseconds.
+    pub latency: Histogram<u64>,
+    pub first_error: Option<String>,
+}
+
+impl LoadResult {
+    pub fn per_second(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The latency at `quantile` (0.5, 0.99, 0.999) in milliseconds.
+    pub fn ms(&self, quantile: f64) -> f64 {
+        self.latency.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{:.0} calls/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms ({} calls, {} errors)",
+            self.per_second(),
+            self.ms(0.5),
+            self.ms(0.99),
+            self.ms(0.999),
+            self.calls,
+            self.errors
+        )
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 60 s at three significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+#[derive(Default)]
+struct Tally {
+    calls: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn count<E: std::fmt::Display>(&mut self, outcome: Result<(), E>) {
+        self.calls += 1;
+        if let Err(e) = outcome {
+            self.errors += 1;
+            self.first_error.get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// `concurrency` workers call `call(worker)` back to back for `warmup`
+/// (not measured) and then for `duration`.
+pub async fn closed_loop<F, Fut, E>(
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    call: F,
+) -> LoadResult
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send,
+    E: std::fmt::Display,
+{
+    let call = Arc::new(call);
+    let started = Instant::now();
+    let measure_from = started + warmup;
+    let end = measure_from + duration;
+    let workers: Vec<_> = (0..concurrency)
+        .map(|worker| {
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut latency = histogram();
+                let mut tally = Tally::default();
+                loop {
+                    let sent = Instant::now();
+                    if sent >= end {
+                        break;
+                    }
+                    let outcome = call(worker).await;
+                    if sent >= measure_from {
+                        let _ = latency.record(sent.elapsed().as_micros() as u64);
+                        tally.count(outcome);
+                    }
+                }
+                (latency, tally)
+            })
+        })
+        .collect();
+    let mut latency = histogram();
+    let mut total = Tally::default();
+    for worker in workers {
+        let (h, tally) = worker.await.expect("load worker does not panic");
+        latency.add(h).expect("same histogram bounds");
+        total.calls += tally.calls;
+        total.errors += tally.errors;
+        if total.first_error.is_none() {
+            total.first_error = tally.first_error;
+        }
+    }
+    LoadResult {
+        calls: total.calls,
+        errors: total.errors,
+        elapsed: duration,
+        latency,
+        first_error: total.first_error,
+    }
+}
+
+/// Starts `rate` calls per second for `warmup` + `duration`; each call's
+/// latency counts from the moment it was due. At most `max_in_flight`
+/// calls are outstanding; a call that cannot start on time is late, and
+/// its lateness is in its latency.
+pub async fn open_loop<F, Fut, E>(
+    rate: f64,
+    max_in_flight: usize,
+    warmup: Duration,
+    duration: Duration,
+    call: F,
+) -> LoadResult
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let call = Arc::new(call);
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let started = Instant::now();
+    let measure_from = started + warmup;
+    let end = measure_from + duration;
+    let shared = Arc::new(Mutex::new((histogram(), Tally::default())));
+    let slots = Arc::new(Semaphore::new(max_in_flight));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut n: u64 = 0;
+    loop {
+        let due = started + interval.mul_f64(n as f64);
+        if due >= end {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let permit = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore stays open");
+        let call = call.clone();
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            let outcome = call(n).await;
+            let took = due.elapsed();
+            drop(permit);
+            if due >= measure_from {
+                let mut guard = shared.lock().await;
+                let _ = guard.0.record(took.as_micros() as u64);
+                guard.1.count(outcome);
+            }
+        });
+        n += 1;
+        // Reap finished calls now and then so the set stays small.
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let (latency, tally) =
+        std::mem::replace(&mut *shared.lock().await, (histogram(), Tally::default()));
+    LoadResult {
+        calls: tally.calls,
+        errors: tally.errors,
+        elapsed: duration,
+        latency,
+        first_error: tally.first_error,
+    }
+}

@@ -1,0 +1,397 @@
+//! `govbus-bench`: measures govbus against baselines run on the same machine
+//! in the same run, and writes docs/BENCHMARKS.md. `make bench` runs it.
+
+mod echo;
+mod ingest;
+mod load;
+mod query;
+mod report;
+mod seed;
+
+use std::{
+    future::Future,
+    path::PathBuf,
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use clap::Parser;
+use govbus_security::TlsMaterial;
+use govbus_server::{PlaintextSettings, RateLimitSettings};
+use govbus_store::Showcase;
+use govbus_tests::{FHDY, PORTAL, Running, TestBus, id};
+use prost::Message;
+
+use crate::{
+    ingest::IngestShape,
+    query::{LoadShape, Target},
+    report::{IngestResult, Machine, QueryResult, Report, SizeResult, TlsResult},
+};
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmarks govbus against same-run baselines")]
+struct Args {
+    /// A short run (showcase of 10k, 3 s per measurement) to check the bench itself.
+    #[arg(long)]
+    quick: bool,
+    /// Showcase sizes for the query benchmark; the first is also the size of
+    /// the baseline comparison. Add 10000000 for the ten-million run.
+    #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
+    sizes: Vec<u64>,
+    /// Seconds each measurement lasts (after a warm-up).
+    #[arg(long, default_value_t = 8)]
+    seconds: u64,
+    #[arg(long, default_value_t = 2)]
+    warmup_seconds: u64,
+    /// Concurrent callers at peak load.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// HTTP/2 connections the callers share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Records published in the ingest benchmark.
+    #[arg(long, default_value_t = 20_000)]
+    ingest_records: u64,
+    /// Records per Publish call.
+    #[arg(long, default_value_t = 250)]
+    ingest_batch: u64,
+    /// PostgreSQL admin URL: showcases in databases created (and dropped) on
+    /// that server instead of SQLite files.
+    #[arg(long, env = "BENCH_POSTGRES_URL")]
+    postgres_url: Option<String>,
+    /// Skip the mTLS comparison.
+    #[arg(long)]
+    no_tls: bool,
+    /// Where the report goes.
+    #[arg(long, default_value = "docs/BENCHMARKS.md")]
+    out: PathBuf,
+}
+
+/// The load generator's own runtime, so that its threads are not the
+/// servers' threads (both still share the machine's cores, as the baseline
+/// does).
+pub fn on_load_runtime<F>(future: F) -> impl Future<Output = anyhow::Result<F::Output>>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("load")
+            .enable_all()
+            .build()
+            .expect("load generator runtime")
+    });
+    let task = runtime.spawn(future);
+    async move { task.await.context("load generator task") }
+}
+
+fn step(what: &str) {
+    println!("== {what}");
+}
+
+fn plaintext_as(identity: &str) -> Option<PlaintextSettings> {
+    Some(PlaintextSettings {
+        assume_caller: id(identity),
+    })
+}
+
+/// No rate limit can be the bottleneck of a benchmark.
+const UNLIMITED: RateLimitSettings = RateLimitSettings {
+    per_second: 100_000_000,
+    burst: 100_000_000,
+};
+
+struct Bench {
+    args: Args,
+    shape: LoadShape,
+}
+
+impl Bench {
+    async fn broker(&self, bus: &TestBus, db: &str, tls: bool) -> (Running, Target) {
+        let mut config = bus.broker_config(db);
+        config.rate_limit = UNLIMITED;
+        config.audit_chain = if tls { "bench-tls" } else { "bench" }.into();
+        if !tls {
+            config.insecure_plaintext = plaintext_as(PORTAL);
+        }
+        let broker = bus.broker(config).await;
+        let target = Target {
+            addr: broker.addr,
+            tls: tls.then(|| {
+                TlsMaterial::load(&bus.tls(PORTAL))
+                    .expect("portal tls")
+                    .client_config("localhost")
+            }),
+            subjects: 0,
+        };
+        (broker, target)
+    }
+
+    /// A fresh showcase of `records` citizens; how long it took and its bytes.
+    async fn seeded(&self, bus: &TestBus, db: &str, records: u64) -> anyhow::Result<SizeSeed> {
+        let showcase = Showcase::open(&bus.database_url(db)).await?;
+        let signer = Arc::new(TlsMaterial::load(&bus.tls(FHDY))?.signer()?);
+        let started = Instant::now();
+        let mut shown = 0;
+        seed::fill(&showcase, signer, 0, records, |done| {
+            if done * 10 / records > shown {
+                shown = done * 10 / records;
+                println!("   seeded {done} of {records}");
+            }
+        })
+        .await?;
+        let seconds = started.elapsed().as_secs_f64();
+        let (database_bytes, table_bytes) = seed::footprint(&showcase).await?;
+        showcase.database().pool.close().await;
+        Ok(SizeSeed {
+            seconds,
+            database_bytes,
+            table_bytes,
+        })
+    }
+
+    async fn query(&self, bus: &TestBus, report: &mut Report) -> anyhow::Result<()> {
+        let size = self.args.sizes[0];
+        let db = format!("showcase-{size}.db");
+        step(&format!("query: showcase of {size} records"));
+        let seeded = self.seeded(bus, &db, size).await?;
+        let (broker, mut target) = self.broker(bus, &db, false).await;
+        target.subjects = size;
+        let reply = query::sample_reply(&target).await?;
+        let echo = echo::EchoServer::start(reply.clone()).await?;
+        let echo_target = Target {
+            addr: echo.addr,
+            tls: None,
+            subjects: size,
+        };
+        step("query: baseline (bare tonic) at peak");
+        let echo_peak = query::peak(&echo_target, self.shape).await?;
+        println!("   {}", echo_peak.summary());
+        step("query: govbus broker at peak");
+        let broker_peak = query::peak(&target, self.shape).await?;
+        println!("   {}", broker_peak.summary());
+        let half_rate = broker_peak.per_second() / 2.0;
+        step(&format!("query: govbus broker at {half_rate:.0} calls/s"));
+        let broker_half = query::at_rate(&target, self.shape, half_rate).await?;
+        println!("   {}", broker_half.summary());
+        step(&format!("query: baseline at {half_rate:.0} calls/s"));
+        let echo_half = query::at_rate(&echo_target, self.shape, half_rate).await?;
+        println!("   {}", echo_half.summary());
+        drop(echo);
+        broker.stop().await;
+        report.sizes.push(SizeResult {
+            records: size,
+            seed_seconds: seeded.seconds,
+            database_bytes: seeded.database_bytes,
+            table_bytes: seeded.table_bytes,
+            peak: broker_peak.clone(),
+            at_fixed_rate: broker_half.clone(),
+        });
+        report.query = Some(QueryResult {
+            echo_peak,
+            broker_peak,
+            half_rate,
+            broker_half,
+            echo_half,
+            reply_bytes: reply.encoded_len(),
+            request_bytes: query::request(0).encoded_len(),
+        });
+
+        if !self.args.no_tls {
+            step("query: govbus broker with mTLS at peak");
+            let (broker, mut target) = self.broker(bus, &db, true).await;
+            target.subjects = size;
+            let peak = query::peak(&target, self.shape).await?;
+            println!("   {}", peak.summary());
+            step(&format!("query: govbus broker with mTLS at {half_rate:.0} calls/s"));
+            let half = query::at_rate(&target, self.shape, half_rate).await?;
+            println!("   {}", half.summary());
+            broker.stop().await;
+            report.tls = Some(TlsResult { peak, half });
+        }
+        Ok(())
+    }
+
+    async fn scaling(&self, bus: &TestBus, report: &mut Report) -> anyhow::Result<()> {
+        let Some(rate) = report.query.as_ref().map(|q| q.half_rate) else {
+            return Ok(());
+        };
+        for &size in &self.args.sizes[1..] {
+            let db = format!("showcase-{size}.db");
+            step(&format!("scaling: showcase of {size} records"));
+            let seeded = self.seeded(bus, &db, size).await?;
+            let (broker, mut target) = self.broker(bus, &db, false).await;
+            target.subjects = size;
+            let peak = query::peak(&target, self.shape).await?;
+            println!("   peak: {}", peak.summary());
+            let at_fixed_rate = query::at_rate(&target, self.shape, rate).await?;
+            println!("   at {rate:.0} calls/s: {}", at_fixed_rate.summary());
+            broker.stop().await;
+            report.sizes.push(SizeResult {
+                records: size,
+                seed_seconds: seeded.seconds,
+                database_bytes: seeded.database_bytes,
+                table_bytes: seeded.table_bytes,
+                peak,
+                at_fixed_rate,
+            });
+        }
+        Ok(())
+    }
+
+    async fn ingest(&self, report: &mut Report) -> anyhow::Result<()> {
+        // A bus of its own: fresh topics, fresh consumer group.
+        let bus = TestBus::start_with(self.args.postgres_url.clone());
+        let shape = IngestShape {
+            records: self.args.ingest_records,
+            batch: self.args.ingest_batch,
+            publishers: 4,
+        };
+        let signer = TlsMaterial::load(&bus.tls(FHDY))?.signer()?;
+        step(&format!(
+            "ingest: raw rdkafka, {} records produced and consumed",
+            shape.records
+        ));
+        let raw = ingest::through_raw_rdkafka(&bus.kafka(), &signer, shape).await?;
+        println!("   {:.0} records/s", raw.per_second());
+
+        let db = "ingest.db";
+        let (broker, mut broker_target) = self.broker(&bus, db, false).await;
+        broker_target.subjects = 1;
+        let mut adapter_config = bus.adapter_config(FHDY);
+        adapter_config.rate_limit = UNLIMITED;
+        adapter_config.insecure_plaintext = plaintext_as(FHDY);
+        let adapter = bus.adapter(adapter_config).await;
+        let adapter_target = Target {
+            addr: adapter.addr,
+            tls: None,
+            subjects: 0,
+        };
+        let showcase = Showcase::open(&bus.database_url(db)).await?;
+        // Citizen 0 first: the broker has joined its group once it shows.
+        ingest::through_govbus(
+            &adapter_target,
+            &showcase,
+            0,
+            IngestShape {
+                records: 1,
+                batch: 1,
+                publishers: 1,
+            },
+        )
+        .await?;
+        step(&format!(
+            "ingest: govbus, {} records through the adapter into the showcase",
+            shape.records
+        ));
+        let govbus = ingest::through_govbus(&adapter_target, &showcase, 1, shape).await?;
+        println!("   {:.0} records/s", govbus.per_second());
+        let freshness_rate = govbus.per_second() / 2.0;
+        step(&format!(
+            "ingest: freshness under {freshness_rate:.0} records/s"
+        ));
+        let freshness = ingest::freshness(
+            &adapter_target,
+            &broker_target,
+            0,
+            1 + shape.records,
+            freshness_rate,
+            self.shape.duration,
+        )
+        .await?;
+        println!(
+            "   {} probes: p50 {:.1} ms, p99 {:.1} ms",
+            freshness.len(),
+            freshness.value_at_quantile(0.5) as f64 / 1000.0,
+            freshness.value_at_quantile(0.99) as f64 / 1000.0
+        );
+        showcase.database().pool.close().await;
+        adapter.stop().await;
+        broker.stop().await;
+        report.ingest = Some(IngestResult {
+            govbus,
+            raw,
+            envelope_bytes: seed::signed_birth(&signer, 0, 1)?.encoded_len(),
+            batch: shape.batch,
+            publishers: shape.publishers,
+            freshness_rate,
+            freshness,
+        });
+        Ok(())
+    }
+}
+
+struct SizeSeed {
+    seconds: f64,
+    database_bytes: i64,
+    table_bytes: i64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    govbus_telemetry::init_with_default_filter("govbus-bench", "warn");
+    govbus_security::install_crypto_provider();
+    let mut args = Args::parse();
+    if args.quick {
+        args.sizes = vec![10_000];
+        args.seconds = 3;
+        args.warmup_seconds = 1;
+        args.ingest_records = 5_000;
+    }
+    anyhow::ensure!(
+        !args.sizes.is_empty() && args.sizes.iter().all(|&s| (1..=10_000_000).contains(&s)),
+        "--sizes: each size must be between 1 and 10000000"
+    );
+    anyhow::ensure!(
+        args.seconds > 0 && args.concurrency > 0,
+        "--seconds and --concurrency must be at least 1"
+    );
+    let shape = LoadShape {
+        concurrency: args.concurrency,
+        connections: args.connections,
+        warmup: Duration::from_secs(args.warmup_seconds),
+        duration: Duration::from_secs(args.seconds),
+    };
+    let mut report = Report {
+        settings: format!(
+            "{} s per measurement after {} s warm-up; {} callers over {} HTTP/2 connections; \
+             logs at `warn` (RUST_LOG unset); release build",
+            args.seconds, args.warmup_seconds, args.concurrency, args.connections
+        ),
+        backend: match &args.postgres_url {
+            Some(_) => "PostgreSQL (local server)".into(),
+            None => "SQLite file (WAL, synchronous=FULL)".into(),
+        },
+        ..Report::default()
+    };
+    let started = Instant::now();
+    let bench = Bench { args, shape };
+    let bus = TestBus::start_with(bench.args.postgres_url.clone());
+    bench.query(&bus, &mut report).await?;
+    bench.scaling(&bus, &mut report).await?;
+    drop(bus);
+    bench.ingest(&mut report).await?;
+
+    let date = std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let text = report.render(&Machine::read(), &date);
+    if let Some(parent) = bench.args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&bench.args.out, &text)
+        .with_context(|| format!("cannot write {}", bench.args.out.display()))?;
+    println!(
+        "== done in {:.0} s; report in {}",
+        started.elapsed().as_secs_f64(),
+        bench.args.out.display()
+    );
+    Ok(())
+}

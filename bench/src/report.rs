@@ -1,0 +1,292 @@
+//! What the run found, written as docs/BENCHMARKS.md: the machine, the
+//! commit, every figure, and how it was obtained.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+
+use crate::{ingest::Throughput, load::LoadResult};
+
+/// The machine the figures are true for.
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+}
+
+impl Machine {
+    pub fn read() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|l| l.trim_start_matches([' ', '\t', ':']).trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let kib: f64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0.0);
+        Self {
+            cpu,
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            memory_gib: kib / 1024.0 / 1024.0,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        }
+    }
+}
+
+/// The query benchmark at one showcase size.
+pub struct SizeResult {
+    pub records: u64,
+    pub seed_seconds: f64,
+    pub database_bytes: i64,
+    pub table_bytes: i64,
+    pub peak: LoadResult,
+    pub at_fixed_rate: LoadResult,
+}
+
+pub struct QueryResult {
+    pub echo_peak: LoadResult,
+    pub broker_peak: LoadResult,
+    pub half_rate: f64,
+    pub broker_half: LoadResult,
+    pub echo_half: LoadResult,
+    pub reply_bytes: usize,
+    pub request_bytes: usize,
+}
+
+pub struct TlsResult {
+    pub peak: LoadResult,
+    pub half: LoadResult,
+}
+
+pub struct IngestResult {
+    pub govbus: Throughput,
+    pub raw: Throughput,
+    pub envelope_bytes: usize,
+    pub batch: u64,
+    pub publishers: u64,
+    pub freshness_rate: f64,
+    /// Microseconds.
+    pub freshness: Histogram<u64>,
+}
+
+#[derive(Default)]
+pub struct Report {
+    pub settings: String,
+    pub backend: String,
+    pub query: Option<QueryResult>,
+    pub tls: Option<TlsResult>,
+    pub sizes: Vec<SizeResult>,
+    pub ingest: Option<IngestResult>,
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "**missed**" }
+}
+
+fn latency_cells(r: &LoadResult) -> String {
+    format!(
+        "{:.2} | {:.2} | {:.2}",
+        r.ms(0.5),
+        r.ms(0.99),
+        r.ms(0.999)
+    )
+}
+
+fn git(args: &[&str]) -> String {
+    std::process::Command::new("git")
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl Report {
+    pub fn render(&self, machine: &Machine, date: &str) -> String {
+        let mut out = String::new();
+        let commit = git(&["rev-parse", "--short", "HEAD"]);
+        let dirty = if git(&["status", "--porcelain"]).is_empty() {
+            ""
+        } else {
+            " (with uncommitted changes)"
+        };
+        let _ = writeln!(
+            out,
+            "# govbus benchmarks\n\n\
+             Written by `make bench` (bench/, `govbus-bench`); every figure below comes from \
+             one run on one machine, and every ratio compares two measurements of that same \
+             run. Rerun after any large change; see docs/PROFILING.md for where the time goes.\n\n\
+             - date: {date}\n- commit: {commit}{dirty}\n\
+             - machine: {} × {}, {:.1} GiB memory, Linux {}\n\
+             - showcase database: {}\n- Kafka: embedded librdkafka mock cluster (in-process, 1 broker)\n\
+             - settings: {}\n",
+            machine.cores, machine.cpu, machine.memory_gib, machine.kernel, self.backend, self.settings
+        );
+        self.render_query(&mut out);
+        self.render_tls(&mut out);
+        self.render_sizes(&mut out);
+        self.render_ingest(&mut out);
+        out
+    }
+
+    fn render_query(&self, out: &mut String) {
+        let Some(q) = &self.query else { return };
+        let ratio = q.broker_peak.per_second() / q.echo_peak.per_second();
+        let p99 = q.broker_half.ms(0.99);
+        let _ = writeln!(
+            out,
+            "## Once-only queries: GetEvidence against a bare tonic server\n\n\
+             The load generator (bench/src/load.rs) runs on its own Tokio runtime in the same \
+             process as the servers and calls `GetEvidence` for citizens spread over the whole \
+             showcase. *Peak* is a closed loop; *half load* is an open loop at half of the \
+             broker's peak, each latency timed from when the call was due (no coordinated \
+             omission). The baseline serves the same service and messages with one fixed \
+             answer captured from the broker ({} bytes; requests {} bytes): no policy, \
+             database or audit.\n\n\
+             | server | calls/s | p50 ms | p99 ms | p99.9 ms |\n|---|---:|---:|---:|---:|\n\
+             | baseline (bare tonic), peak | {:.0} | {} |\n\
+             | govbus broker, peak | {:.0} | {} |\n\
+             | baseline at {:.0} calls/s | {:.0} | {} |\n\
+             | govbus broker at {:.0} calls/s (half of peak) | {:.0} | {} |\n\n\
+             - throughput ratio govbus / baseline: **{ratio:.2}** (target ≥ 0.70: {})\n\
+             - p99 at half of peak: **{p99:.2} ms** (target < 5 ms: {})\n",
+            q.reply_bytes,
+            q.request_bytes,
+            q.echo_peak.per_second(),
+            latency_cells(&q.echo_peak),
+            q.broker_peak.per_second(),
+            latency_cells(&q.broker_peak),
+            q.half_rate,
+            q.echo_half.per_second(),
+            latency_cells(&q.echo_half),
+            q.half_rate,
+            q.broker_half.per_second(),
+            latency_cells(&q.broker_half),
+            verdict(ratio >= 0.7),
+            verdict(p99 < 5.0),
+        );
+    }
+
+    fn render_tls(&self, out: &mut String) {
+        let (Some(q), Some(t)) = (&self.query, &self.tls) else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "## The cost of mTLS\n\n\
+             The same broker and showcase with mTLS on (TLS 1.3, Ed25519 certificates, the \
+             caller's identity from its certificate), the same load.\n\n\
+             | broker | calls/s | p50 ms | p99 ms | p99.9 ms |\n|---|---:|---:|---:|---:|\n\
+             | plaintext, peak | {:.0} | {} |\n| mTLS, peak | {:.0} | {} |\n\
+             | plaintext at {:.0} calls/s | {:.0} | {} |\n| mTLS at {:.0} calls/s | {:.0} | {} |\n\n\
+             - throughput with mTLS / without: **{:.2}**\n",
+            q.broker_peak.per_second(),
+            latency_cells(&q.broker_peak),
+            t.peak.per_second(),
+            latency_cells(&t.peak),
+            q.half_rate,
+            q.broker_half.per_second(),
+            latency_cells(&q.broker_half),
+            q.half_rate,
+            t.half.per_second(),
+            latency_cells(&t.half),
+            t.peak.per_second() / q.broker_peak.per_second(),
+        );
+    }
+
+    fn render_sizes(&self, out: &mut String) {
+        let Some(first) = self.sizes.first() else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "## How cost grows with the showcase\n\n\
+             One signed birth certificate per citizen, written straight into a fresh showcase \
+             with the ingest's own SQL (bench/src/seed.rs), then queried as above. The fixed \
+             rate is half of the peak at the smallest size, the same for every size. Bytes \
+             are measured right after seeding: current table + history (each record is \
+             stored twice: current version and history) + indexes.\n\n\
+             | records | seeded in s | database MiB | bytes / record | peak calls/s | p50 ms | p99 ms | p99.9 ms | p99 ms at {:.0} calls/s |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            first.at_fixed_rate.per_second()
+        );
+        for s in &self.sizes {
+            let _ = writeln!(
+                out,
+                "| {} | {:.1} | {:.1} | {:.0} | {:.0} | {} | {:.2} |",
+                s.records,
+                s.seed_seconds,
+                s.database_bytes as f64 / 1024.0 / 1024.0,
+                s.table_bytes as f64 / s.records as f64,
+                s.peak.per_second(),
+                latency_cells(&s.peak),
+                s.at_fixed_rate.ms(0.99)
+            );
+        }
+        if let Some(last) = self.sizes.last().filter(|_| self.sizes.len() > 1) {
+            let _ = writeln!(
+                out,
+                "\n- p99 at the fixed rate, largest / smallest showcase: **{:.2}×**; \
+                 peak throughput, largest / smallest: **{:.2}**\n",
+                last.at_fixed_rate.ms(0.99) / first.at_fixed_rate.ms(0.99),
+                last.peak.per_second() / first.peak.per_second()
+            );
+        } else {
+            out.push('\n');
+        }
+    }
+
+    fn render_ingest(&self, out: &mut String) {
+        let Some(i) = &self.ingest else { return };
+        let ratio = i.govbus.per_second() / i.raw.per_second();
+        let ms = |q: f64| i.freshness.value_at_quantile(q) as f64 / 1000.0;
+        let _ = writeln!(
+            out,
+            "## Ingest: adapter to showcase against raw rdkafka\n\n\
+             govbus: {} records published through the adapter's gRPC `Publish` ({} publishers, \
+             batches of {}; the adapter validates, signs, produces idempotently and answers \
+             after Kafka's acknowledgement), until all are current in the showcase (the \
+             broker verifies every signature, writes current + history in one transaction \
+             per batch, then stores offsets). Baseline: the same number of signed envelopes \
+             ({} bytes each) produced by a bare rdkafka producer with the adapter's producer \
+             settings and read by a bare consumer with the broker's fetch settings, on the \
+             same cluster.\n\n\
+             | path | records | seconds | records/s |\n|---|---:|---:|---:|\n\
+             | raw rdkafka produce + consume | {} | {:.2} | {:.0} |\n\
+             | govbus adapter → Kafka → broker → showcase | {} | {:.2} | {:.0} |\n\n\
+             - ingest ratio govbus / raw: **{ratio:.2}** (target ≥ 0.30: {})\n\n\
+             Freshness: one record's new version published while other publishers send \
+             {:.0} records/s (half of the ingest peak); from the adapter's acknowledgement to \
+             the first `GetEvidence` answer that shows the version (polled every ms), {} \
+             samples: p50 **{:.1} ms**, p99 **{:.1} ms**, max {:.1} ms. The floor is the \
+             broker's `fetch.wait.max.ms` (50) on a partition that was idle when the record \
+             arrived, plus `batch_wait_ms` (5).\n",
+            i.govbus.records,
+            i.publishers,
+            i.batch,
+            i.envelope_bytes,
+            i.raw.records,
+            i.raw.elapsed.as_secs_f64(),
+            i.raw.per_second(),
+            i.govbus.records,
+            i.govbus.elapsed.as_secs_f64(),
+            i.govbus.per_second(),
+            verdict(ratio >= 0.3),
+            i.freshness_rate,
+            i.freshness.len(),
+            ms(0.5),
+            ms(0.99),
+            i.freshness.max() as f64 / 1000.0,
+        );
+    }
+}
