@@ -221,7 +221,11 @@ pub async fn freshness(
     let mut version = 1;
     while Instant::now() < stop {
         version += 1;
-        publish(&mut probe, births(probe_citizen, probe_citizen + 1, version)).await?;
+        publish(
+            &mut probe,
+            births(probe_citizen, probe_citizen + 1, version),
+        )
+        .await?;
         let acknowledged = Instant::now();
         loop {
             let reply = reader

@@ -207,7 +207,9 @@ impl Bench {
             target.subjects = size;
             let peak = query::peak(&target, self.shape).await?;
             println!("   {}", peak.summary());
-            step(&format!("query: govbus broker with mTLS at {half_rate:.0} calls/s"));
+            step(&format!(
+                "query: govbus broker with mTLS at {half_rate:.0} calls/s"
+            ));
             let half = query::at_rate(&target, self.shape, half_rate).await?;
             println!("   {}", half.summary());
             broker.stop().await;

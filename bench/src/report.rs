@@ -93,12 +93,7 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 fn latency_cells(r: &LoadResult) -> String {
-    format!(
-        "{:.2} | {:.2} | {:.2}",
-        r.ms(0.5),
-        r.ms(0.99),
-        r.ms(0.999)
-    )
+    format!("{:.2} | {:.2} | {:.2}", r.ms(0.5), r.ms(0.99), r.ms(0.999))
 }
 
 fn git(args: &[&str]) -> String {
@@ -130,7 +125,12 @@ impl Report {
              - machine: {} × {}, {:.1} GiB memory, Linux {}\n\
              - showcase database: {}\n- Kafka: embedded librdkafka mock cluster (in-process, 1 broker)\n\
              - settings: {}\n",
-            machine.cores, machine.cpu, machine.memory_gib, machine.kernel, self.backend, self.settings
+            machine.cores,
+            machine.cpu,
+            machine.memory_gib,
+            machine.kernel,
+            self.backend,
+            self.settings
         );
         self.render_query(&mut out);
         self.render_tls(&mut out);

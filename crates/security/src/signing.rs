@@ -1,10 +1,7 @@
 //! Record signatures: Ed25519 with the key of the signer's certificate, over
 //! `govbus.v1.SigningInput`; verification needs only the bus CA certificate.
 
-use govbus_core::{
-    SigningInputError, content_hash, signing_input,
-    time::now_timestamp,
-};
+use govbus_core::{SigningInputError, content_hash, signing_input, time::now_timestamp};
 use govbus_proto::v1::{Record, RecordSignature};
 use ring::{
     rand::{SecureRandom, SystemRandom},

@@ -137,10 +137,6 @@ impl Database {
                         conn.execute("PRAGMA synchronous = FULL").await?;
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
-                        // Pages read through a shared mapping, not a read()
-                        // copy per page: every commit of the audit writer
-                        // empties the readers' page caches.
-                        conn.execute("PRAGMA mmap_size = 1073741824").await?;
                     }
                     Ok(())
                 })

@@ -144,15 +144,21 @@ impl Showcase {
         let mut current: Vec<&IngestedRecord> = newest.into_values().collect();
         // A stable order of row locks across concurrent writers (replicas).
         current.sort_by(|a, b| {
-            (&a.record.record_type, &a.record.subject_id, &a.record.record_key).cmp(&(
-                &b.record.record_type,
-                &b.record.subject_id,
-                &b.record.record_key,
-            ))
+            (
+                &a.record.record_type,
+                &a.record.subject_id,
+                &a.record.record_key,
+            )
+                .cmp(&(
+                    &b.record.record_type,
+                    &b.record.subject_id,
+                    &b.record.record_key,
+                ))
         });
         let all: Vec<&IngestedRecord> = batch.iter().collect();
         let mut tx = self.db.pool.begin().await?;
-        let applied = insert_rows(&mut tx, "showcase_records", UPSERT_CURRENT_TAIL, &current).await?;
+        let applied =
+            insert_rows(&mut tx, "showcase_records", UPSERT_CURRENT_TAIL, &current).await?;
         insert_rows(&mut tx, "showcase_history", INSERT_HISTORY_TAIL, &all).await?;
         tx.commit().await?;
         Ok(ApplyStats {

@@ -57,8 +57,8 @@ fn install(service: &'static str, test_writer: bool, default_filter: &str) {
     };
     let provider = PROVIDER.get_or_init(|| provider(service));
     let tracer = provider.tracer(service);
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     // RUST_LOG filters the logs only: the spans that carry trace context
     // (info level) are always made, whatever the log level.
     let _ = tracing_subscriber::registry()
