@@ -115,6 +115,8 @@ impl Bench {
         let mut config = bus.broker_config(db);
         config.rate_limit = UNLIMITED;
         config.audit_chain = if tls { "bench-tls" } else { "bench" }.into();
+        // As the README advises for SQLite (and harmless on PostgreSQL).
+        config.audit_database_url = Some(bus.database_url(&format!("audit-{db}")));
         if !tls {
             config.insecure_plaintext = plaintext_as(PORTAL);
         }
@@ -361,7 +363,8 @@ async fn main() -> anyhow::Result<()> {
     let mut report = Report {
         settings: format!(
             "{} s per measurement after {} s warm-up; {} callers over {} HTTP/2 connections; \
-             logs at `warn` (RUST_LOG unset); release build",
+             logs at `warn` (RUST_LOG unset); audit trail in its own database \
+             (`audit_database_url`); release build",
             args.seconds, args.warmup_seconds, args.concurrency, args.connections
         ),
         backend: match &args.postgres_url {

@@ -14,15 +14,11 @@ pub const RECORD_TYPE: &str = "birth_certificate";
 pub const TOPIC: &str = "govbus.records.birth_certificate";
 
 /// A well-formed PINFL for citizen `n`, distinct for every `n` below ten
-/// million (the last seven digits are `n`).
+/// million. Ascending with `n`, so that seeding appends to the B-trees
+/// instead of splitting pages all over them (a million random-order inserts
+/// took four minutes; queries still spread over the whole key range).
 pub fn citizen(n: u64) -> String {
-    format!(
-        "3{:02}{:02}{:02}{:07}",
-        1 + n % 28,
-        1 + (n / 28) % 12,
-        (n / 336) % 100,
-        n % 10_000_000
-    )
+    format!("3010190{:07}", n % 10_000_000)
 }
 
 /// The civil registry's birth certificate of citizen `n`, signed as the

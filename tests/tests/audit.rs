@@ -243,3 +243,55 @@ async fn tampering_with_the_trail_is_found() {
     let fault = verify().await.unwrap_err().to_string();
     assert!(fault.contains("checkpoint at 4"), "{fault}");
 }
+
+/// `audit_database_url`: the trail lives in its own database — entries,
+/// accesses and verification all there, none in the showcase database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trail_can_live_in_a_database_of_its_own() {
+    let bus = TestBus::start();
+    let mut config = bus.broker_config("showcase.db");
+    config.audit_database_url = Some(bus.database_url("audit.db"));
+    config.audit_checkpoint_every = 2;
+    let broker = bus.broker(config).await;
+    let subject = pinfl(1600);
+    let mut portal = broker.once_only_client().await;
+    for n in 0..3 {
+        let status = portal
+            .get_evidence(GetEvidenceRequest {
+                request_id: format!("req-own-{n}"),
+                ..evidence_request(&subject, "birth_certificate")
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+    }
+    let seen = accesses(
+        &broker,
+        PORTAL,
+        Scope::SubjectId(subject),
+        10,
+        String::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen.accesses.len(), 3);
+    broker.stop().await;
+
+    let ca = bus.certs_dir().join("ca.pem");
+    let audit_url = bus.database_url("audit.db");
+    assert_eq!(
+        govbus_cli::inspect::verify_audit(&audit_url, &ca)
+            .await
+            .unwrap(),
+        3
+    );
+    let showcase = open_showcase(&bus, "showcase.db").await;
+    let in_showcase: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+        .fetch_one(&showcase.database().pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        in_showcase, 0,
+        "nothing of the trail in the showcase database"
+    );
+}

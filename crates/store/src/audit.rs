@@ -169,9 +169,17 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// The audit trail lives in the showcase database.
+    /// The audit trail in `db` (the showcase database, or one of its own).
     pub fn new(db: Database) -> Self {
         Self { db }
+    }
+
+    /// Connects to a database of the audit trail's own and migrates it (the
+    /// store has one schema; the showcase tables stay empty there).
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Ok(Self::new(
+            crate::Showcase::open(url).await?.database().clone(),
+        ))
     }
 
     /// The last (seq, entry_hash) of `chain`; (0, zeros) when it is empty.
@@ -197,6 +205,7 @@ impl AuditLog {
         entries: &[AuditEntry],
     ) -> Result<(i64, Vec<u8>), StoreError> {
         let (mut seq, mut prev) = head;
+        let _turn = self.db.write_turn().await;
         let mut tx = self.db.pool.begin().await?;
         for chunk in entries.chunks(APPEND_ROWS_PER_STATEMENT) {
             let sql = format!(
@@ -232,6 +241,7 @@ impl AuditLog {
     }
 
     pub async fn insert_checkpoint(&self, c: &Checkpoint) -> Result<(), StoreError> {
+        let _turn = self.db.write_turn().await;
         let mut tx = self.db.pool.begin().await?;
         sqlx::query(
             "INSERT INTO audit_checkpoints (chain, seq, entry_hash, signed_at_us, certificate, signature) \
@@ -412,6 +422,7 @@ impl AuditLog {
     }
 
     pub async fn mark_published(&self, chain: &str, seq: i64) -> Result<(), StoreError> {
+        let _turn = self.db.write_turn().await;
         sqlx::query(
             "INSERT INTO audit_published (chain, last_seq) VALUES ($1, $2) \
              ON CONFLICT (chain) DO UPDATE SET last_seq = excluded.last_seq",

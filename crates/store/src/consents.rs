@@ -50,6 +50,7 @@ impl Consents {
         now_us: i64,
         expires_at_us: i64,
     ) -> Result<ConsentRecord, StoreError> {
+        let _turn = self.db.write_turn().await;
         sqlx::query(
             "INSERT INTO consents (subject_id, consumer, record_type, purpose, granted_at_us, expires_at_us, revoked_at_us) \
              VALUES ($1, $2, $3, $4, $5, $6, NULL) \
@@ -81,6 +82,7 @@ impl Consents {
         let sql = format!(
             "UPDATE consents SET revoked_at_us = $5 WHERE {WHERE_SCOPE} AND revoked_at_us IS NULL"
         );
+        let turn = self.db.write_turn().await;
         let done = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(scope.subject_id.as_str())
             .bind(scope.consumer.as_str())
@@ -89,6 +91,7 @@ impl Consents {
             .bind(now_us)
             .execute(&self.db.pool)
             .await?;
+        drop(turn);
         if done.rows_affected() == 0 {
             return Ok(None);
         }

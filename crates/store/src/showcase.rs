@@ -156,6 +156,7 @@ impl Showcase {
                 ))
         });
         let all: Vec<&IngestedRecord> = batch.iter().collect();
+        let _turn = self.db.write_turn().await;
         let mut tx = self.db.pool.begin().await?;
         let applied =
             insert_rows(&mut tx, "showcase_records", UPSERT_CURRENT_TAIL, &current).await?;

@@ -22,6 +22,11 @@ pub struct BrokerConfig {
     pub policy_file: Option<PathBuf>,
     /// How often the policy file is checked for changes.
     pub policy_reload_ms: u64,
+    /// Where the audit trail is kept (`sqlite://…` or `postgres://…`);
+    /// unset: in the showcase database. On SQLite give it a file of its own:
+    /// every audit commit otherwise empties the page cache of every
+    /// showcase reader (see docs/PROFILING.md).
+    pub audit_database_url: Option<String>,
     /// This broker's audit hash chain. Replicas sharing a database need
     /// distinct names (e.g. the pod name).
     pub audit_chain: String,
@@ -50,6 +55,7 @@ impl Default for BrokerConfig {
             rate_limit: RateLimitSettings::default(),
             policy_file: None,
             policy_reload_ms: 1000,
+            audit_database_url: None,
             audit_chain: "broker".into(),
             audit_checkpoint_every: 1000,
             metrics_listen: None,
@@ -88,6 +94,10 @@ impl BrokerConfig {
         }
         govbus_store::Backend::from_url(&self.database_url)
             .map_err(|e| ConfigError::new(format!("database_url: {e}")))?;
+        if let Some(url) = &self.audit_database_url {
+            govbus_store::Backend::from_url(url)
+                .map_err(|e| ConfigError::new(format!("audit_database_url: {e}")))?;
+        }
         self.kafka
             .validate()
             .map_err(|e| ConfigError::new(e.to_string()))?;

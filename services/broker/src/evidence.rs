@@ -176,11 +176,11 @@ impl OnceOnlyService {
         catalog: Arc<Catalog>,
         freshness: Arc<Freshness>,
         policy: PolicyStore,
-        audit: AuditTrail,
+        (audit, audit_log): (AuditTrail, AuditLog),
     ) -> Self {
         Self {
             audit,
-            audit_log: AuditLog::new(showcase.database().clone()),
+            audit_log,
             consents: Consents::new(showcase.database().clone()),
             showcase,
             catalog,

@@ -136,7 +136,10 @@ impl Broker {
         let (health, router) = govbus_server::base_router(&security)?;
         govbus_server::set_serving::<OnceOnlyServer<OnceOnlyService>>(&health).await;
         govbus_server::set_serving::<ConsentsServer<ConsentService>>(&health).await;
-        let audit_log = govbus_store::AuditLog::new(showcase.database().clone());
+        let audit_log = match &config.audit_database_url {
+            Some(url) => govbus_store::AuditLog::open(url).await?,
+            None => govbus_store::AuditLog::new(showcase.database().clone()),
+        };
         let (audit, audit_worker) = audit::AuditTrail::new(
             audit_log.clone(),
             config.audit_chain.clone(),
@@ -145,13 +148,13 @@ impl Broker {
             })?,
             config.audit_checkpoint_every,
         );
-        let audit_publisher = (audit_log, config.audit_chain.clone(), producer);
+        let audit_publisher = (audit_log.clone(), config.audit_chain.clone(), producer);
         let once_only = OnceOnlyServer::new(OnceOnlyService::new(
             showcase.clone(),
             catalog.clone(),
             freshness,
             policy.clone(),
-            audit,
+            (audit, audit_log.clone()),
         ));
         let consents = ConsentsServer::new(ConsentService::new(
             govbus_store::Consents::new(showcase.database().clone()),

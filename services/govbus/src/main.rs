@@ -133,7 +133,8 @@ enum Command {
     /// What happened to a request: its audit entries and trace id.
     TraceOf {
         request_id: String,
-        /// The showcase database holding the audit trail.
+        /// The database holding the audit trail (the broker's
+        /// `audit_database_url`, else its showcase database).
         #[arg(long)]
         database: String,
     },

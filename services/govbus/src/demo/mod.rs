@@ -91,7 +91,12 @@ pub fn agency_rows(agency: &str, seed: u64, citizens: usize) -> Result<Vec<Outbo
 }
 
 /// The demo's files; nothing else in `data_dir` is touched.
-const DEMO_DATABASES: &[&str] = &["showcase.db", "civil-registry.db", "interior.db"];
+const DEMO_DATABASES: &[&str] = &[
+    "showcase.db",
+    "audit.db",
+    "civil-registry.db",
+    "interior.db",
+];
 
 /// A built demo: cluster up, databases seeded, services listening.
 pub struct Demo {
@@ -168,6 +173,8 @@ impl Demo {
             metrics_listen: Some(config.metrics_listen),
             listen: config.broker_listen,
             database_url: url("showcase.db"),
+            // SQLite: the audit trail in a file of its own (see README).
+            audit_database_url: Some(url("audit.db")),
             kafka: kafka.clone(),
             ..BrokerConfig::default()
         })
