@@ -137,13 +137,15 @@ impl Signer {
     pub fn sign(&self, record: &mut Record) -> Result<(), SignError> {
         let mut field_salts = std::collections::HashMap::new();
         if let Some(payload) = &record.payload {
-            for number in govbus_core::wire::split_fields(&payload.value)
+            let numbers: Vec<u32> = govbus_core::wire::split_fields(&payload.value)
                 .map_err(SigningInputError::from)?
                 .into_keys()
-            {
-                let mut salt = vec![0u8; 16];
-                self.random.fill(&mut salt).map_err(|_| SignError::Random)?;
-                field_salts.insert(number, salt);
+                .collect();
+            // One call for all salts: each call is a getrandom syscall.
+            let mut salts = vec![0u8; 16 * numbers.len()];
+            self.random.fill(&mut salts).map_err(|_| SignError::Random)?;
+            for (number, salt) in numbers.into_iter().zip(salts.chunks(16)) {
+                field_salts.insert(number, salt.to_vec());
             }
         }
         record.signature = Some(RecordSignature {

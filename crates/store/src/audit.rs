@@ -210,7 +210,7 @@ impl AuditLog {
         for chunk in entries.chunks(APPEND_ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO audit_log ({ENTRY_COLUMNS}) VALUES {}",
-                crate::database::values_placeholders(chunk.len(), 15)
+                crate::database::values_placeholders(self.db.backend, chunk.len(), 15)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for e in chunk {

@@ -50,10 +50,13 @@ impl Backend {
     }
 }
 
-/// `($1, $2, …), ($n+1, …)`: the VALUES list of a multi-row INSERT of
-/// `rows` rows of `columns` parameters each. One statement for many rows
+/// The VALUES list of a multi-row INSERT of `rows` rows of `columns`
+/// parameters each: `($1, $2, …), …` on PostgreSQL, `(?, ?, …), …` on
+/// SQLite, where sqlx looks every parameter's name up in a list as long as
+/// the statement's named parameters (quadratic: 7 % of ingest CPU at 6,000
+/// parameters), and anonymous ones have none. One statement for many rows
 /// instead of one per row: each statement is a round trip to the database.
-pub(crate) fn values_placeholders(rows: usize, columns: usize) -> String {
+pub(crate) fn values_placeholders(backend: Backend, rows: usize, columns: usize) -> String {
     let mut sql = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
@@ -61,7 +64,10 @@ pub(crate) fn values_placeholders(rows: usize, columns: usize) -> String {
             if column > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("${}", row * columns + column + 1));
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => sql.push_str(&format!("${}", row * columns + column + 1)),
+            }
         }
         sql.push(')');
     }

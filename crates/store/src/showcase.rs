@@ -65,6 +65,7 @@ const ROWS_PER_STATEMENT: usize = 500;
 /// One multi-row INSERT of `rows` into `table` followed by `tail`; returns
 /// the rows it inserted or updated.
 async fn insert_rows(
+    backend: crate::Backend,
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     table: &str,
     tail: &str,
@@ -74,7 +75,7 @@ async fn insert_rows(
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO {table} ({RECORD_COLUMNS}) VALUES {}{tail}",
-            crate::database::values_placeholders(chunk.len(), 12)
+            crate::database::values_placeholders(backend, chunk.len(), 12)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for item in chunk {
@@ -158,9 +159,22 @@ impl Showcase {
         let all: Vec<&IngestedRecord> = batch.iter().collect();
         let _turn = self.db.write_turn().await;
         let mut tx = self.db.pool.begin().await?;
-        let applied =
-            insert_rows(&mut tx, "showcase_records", UPSERT_CURRENT_TAIL, &current).await?;
-        insert_rows(&mut tx, "showcase_history", INSERT_HISTORY_TAIL, &all).await?;
+        let applied = insert_rows(
+            self.db.backend,
+            &mut tx,
+            "showcase_records",
+            UPSERT_CURRENT_TAIL,
+            &current,
+        )
+        .await?;
+        insert_rows(
+            self.db.backend,
+            &mut tx,
+            "showcase_history",
+            INSERT_HISTORY_TAIL,
+            &all,
+        )
+        .await?;
         tx.commit().await?;
         Ok(ApplyStats {
             applied,

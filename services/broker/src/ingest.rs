@@ -232,15 +232,17 @@ impl Ingestor {
         let mut good = Vec::with_capacity(batch.len());
         let mut positions: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut dead = Vec::new();
-        for message in batch {
+        for message in &batch {
             let next = positions
                 .entry((message.topic.clone(), message.partition))
                 .or_insert(message.offset + 1);
             *next = (*next).max(message.offset + 1);
-            match self
-                .checker
-                .check(&message.topic, &message.key, &message.payload)
-            {
+        }
+        let Some(checked) = check_on_all_cores(&self.checker, batch).await else {
+            return false;
+        };
+        for (message, checked) in checked {
+            match checked {
                 Ok(record) => good.push(IngestedRecord {
                     record,
                     envelope: message.payload,
@@ -355,6 +357,50 @@ impl Ingestor {
             }
         }
     }
+}
+
+/// Checks a batch (signature verification is most of the broker's ingest
+/// CPU) in
+/// slices on the blocking pool, one per core, so that it neither holds a
+/// Tokio worker nor leaves the other cores idle. Results are in batch order.
+async fn check_on_all_cores(
+    checker: &RecordChecker,
+    batch: Vec<Consumed>,
+) -> Option<Vec<(Consumed, Result<govbus_proto::v1::Record, String>)>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_slice = batch.len().div_ceil(cores).max(1);
+    let mut slices = Vec::new();
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let tail = rest.split_off(per_slice.min(rest.len()));
+        slices.push(std::mem::replace(&mut rest, tail));
+    }
+    let tasks: Vec<_> = slices
+        .into_iter()
+        .map(|slice| {
+            let checker = checker.clone();
+            tokio::task::spawn_blocking(move || {
+                slice
+                    .into_iter()
+                    .map(|m| {
+                        let checked = checker.check(&m.topic, &m.key, &m.payload);
+                        (m, checked)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut checked = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok(slice) => checked.extend(slice),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down: nothing of the batch is stored
+            // or acknowledged, so it is read again after the restart.
+            Err(_) => return None,
+        }
+    }
+    Some(checked)
 }
 
 /// Copies a message out of the consumer, linking the batch span to the
