@@ -51,7 +51,7 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     connections: usize,
     /// Records published in the ingest benchmark.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 50_000)]
     ingest_records: u64,
     /// Records per Publish call.
     #[arg(long, default_value_t = 250)]
@@ -344,7 +344,7 @@ async fn main() -> anyhow::Result<()> {
         args.sizes = vec![10_000];
         args.seconds = 3;
         args.warmup_seconds = 1;
-        args.ingest_records = 5_000;
+        args.ingest_records = args.ingest_records.min(5_000);
     }
     anyhow::ensure!(
         !args.sizes.is_empty() && args.sizes.iter().all(|&s| (1..=10_000_000).contains(&s)),

@@ -268,9 +268,11 @@ impl Report {
              Freshness: one record's new version published while other publishers send \
              {:.0} records/s (half of the ingest peak); from the adapter's acknowledgement to \
              the first `GetEvidence` answer that shows the version (polled every ms), {} \
-             samples: p50 **{:.1} ms**, p99 **{:.1} ms**, max {:.1} ms. The floor is the \
-             broker's `fetch.wait.max.ms` (50) on a partition that was idle when the record \
-             arrived, plus `batch_wait_ms` (5).\n",
+             samples: p50 **{:.1} ms**, p99 **{:.1} ms**, max {:.1} ms. Most of it is \
+             the fetch wait: the embedded mock cluster answers a fetch on a partition \
+             without new data only after `fetch.wait.max.ms` (the broker sets 50 ms), \
+             where a Kafka broker answers as soon as data arrives; then the batch wait \
+             (`batch_wait_ms`, 5 ms) and the write.\n",
             i.govbus.records,
             i.publishers,
             i.batch,

@@ -143,7 +143,9 @@ impl Signer {
                 .collect();
             // One call for all salts: each call is a getrandom syscall.
             let mut salts = vec![0u8; 16 * numbers.len()];
-            self.random.fill(&mut salts).map_err(|_| SignError::Random)?;
+            self.random
+                .fill(&mut salts)
+                .map_err(|_| SignError::Random)?;
             for (number, salt) in numbers.into_iter().zip(salts.chunks(16)) {
                 field_salts.insert(number, salt.to_vec());
             }
