@@ -36,7 +36,7 @@ test:
 ##   --quick                             a short run to check the bench itself
 ##   --sizes 10000,1000000,10000000      the ten-million-record run (slow to seed)
 ## and BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres puts the
-## showcases on PostgreSQL instead of SQLite.
+## showcases on PostgreSQL instead of SQLite (report: docs/BENCHMARKS-postgres.md).
 bench:
 	env -u TEST_KAFKA -u TEST_POSTGRES_URL $(CARGO) run --release -p govbus-bench -- $(BENCH_ARGS)
 

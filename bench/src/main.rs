@@ -63,9 +63,10 @@ struct Args {
     /// Skip the mTLS comparison.
     #[arg(long)]
     no_tls: bool,
-    /// Where the report goes.
-    #[arg(long, default_value = "docs/BENCHMARKS.md")]
-    out: PathBuf,
+    /// Where the report goes; default docs/BENCHMARKS.md, or
+    /// docs/BENCHMARKS-postgres.md with --postgres-url.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// The load generator's own runtime, so that its threads are not the
@@ -388,15 +389,20 @@ async fn main() -> anyhow::Result<()> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     let text = report.render(&Machine::read(), &date);
-    if let Some(parent) = bench.args.out.parent() {
+    let out = bench.args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(match bench.args.postgres_url {
+            Some(_) => "docs/BENCHMARKS-postgres.md",
+            None => "docs/BENCHMARKS.md",
+        })
+    });
+    if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&bench.args.out, &text)
-        .with_context(|| format!("cannot write {}", bench.args.out.display()))?;
+    std::fs::write(&out, &text).with_context(|| format!("cannot write {}", out.display()))?;
     println!(
         "== done in {:.0} s; report in {}",
         started.elapsed().as_secs_f64(),
-        bench.args.out.display()
+        out.display()
     );
     Ok(())
 }
