@@ -26,7 +26,7 @@ use prost::Message;
 use crate::{
     ingest::IngestShape,
     query::{LoadShape, Target},
-    report::{IngestResult, Machine, QueryResult, Report, SizeResult, TlsResult},
+    report::{IngestResult, Machine, QueryResult, Report, Seeded, SizeResult, TlsResult},
 };
 
 #[derive(Debug, Parser)]
@@ -135,7 +135,7 @@ impl Bench {
     }
 
     /// A fresh showcase of `records` citizens; how long it took and its bytes.
-    async fn seeded(&self, bus: &TestBus, db: &str, records: u64) -> anyhow::Result<SizeSeed> {
+    async fn seeded(&self, bus: &TestBus, db: &str, records: u64) -> anyhow::Result<Seeded> {
         let showcase = Showcase::open(&bus.database_url(db)).await?;
         let signer = Arc::new(TlsMaterial::load(&bus.tls(FHDY))?.signer()?);
         let started = Instant::now();
@@ -150,7 +150,7 @@ impl Bench {
         let seconds = started.elapsed().as_secs_f64();
         let (database_bytes, table_bytes) = seed::footprint(&showcase).await?;
         showcase.database().pool.close().await;
-        Ok(SizeSeed {
+        Ok(Seeded {
             seconds,
             database_bytes,
             table_bytes,
@@ -188,9 +188,7 @@ impl Bench {
         broker.stop().await;
         report.sizes.push(SizeResult {
             records: size,
-            seed_seconds: seeded.seconds,
-            database_bytes: seeded.database_bytes,
-            table_bytes: seeded.table_bytes,
+            seeded,
             peak: broker_peak.clone(),
             at_fixed_rate: broker_half.clone(),
         });
@@ -238,9 +236,7 @@ impl Bench {
             broker.stop().await;
             report.sizes.push(SizeResult {
                 records: size,
-                seed_seconds: seeded.seconds,
-                database_bytes: seeded.database_bytes,
-                table_bytes: seeded.table_bytes,
+                seeded,
                 peak,
                 at_fixed_rate,
             });
@@ -328,12 +324,6 @@ impl Bench {
         });
         Ok(())
     }
-}
-
-struct SizeSeed {
-    seconds: f64,
-    database_bytes: i64,
-    table_bytes: i64,
 }
 
 #[tokio::main]

@@ -42,12 +42,17 @@ impl Machine {
     }
 }
 
+/// A freshly seeded showcase: how long it took and what it occupies.
+pub struct Seeded {
+    pub seconds: f64,
+    pub database_bytes: i64,
+    pub table_bytes: i64,
+}
+
 /// The query benchmark at one showcase size.
 pub struct SizeResult {
     pub records: u64,
-    pub seed_seconds: f64,
-    pub database_bytes: i64,
-    pub table_bytes: i64,
+    pub seeded: Seeded,
     pub peak: LoadResult,
     pub at_fixed_rate: LoadResult,
 }
@@ -225,9 +230,9 @@ impl Report {
                 out,
                 "| {} | {:.1} | {:.1} | {:.0} | {:.0} | {} | {:.2} |",
                 s.records,
-                s.seed_seconds,
-                s.database_bytes as f64 / 1024.0 / 1024.0,
-                s.table_bytes as f64 / s.records as f64,
+                s.seeded.seconds,
+                s.seeded.database_bytes as f64 / 1024.0 / 1024.0,
+                s.seeded.table_bytes as f64 / s.records as f64,
                 s.peak.per_second(),
                 latency_cells(&s.peak),
                 s.at_fixed_rate.ms(0.99)
