@@ -97,6 +97,17 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "**missed**" }
 }
 
+const TABLE_HEAD: &str =
+    "| server | calls/s | p50 ms | p99 ms | p99.9 ms |\n|---|---:|---:|---:|---:|\n";
+
+fn row(label: &str, r: &LoadResult) -> String {
+    format!(
+        "| {label} | {:.0} | {} |\n",
+        r.per_second(),
+        latency_cells(r)
+    )
+}
+
 fn latency_cells(r: &LoadResult) -> String {
     format!("{:.2} | {:.2} | {:.2}", r.ms(0.5), r.ms(0.99), r.ms(0.999))
 }
@@ -148,6 +159,7 @@ impl Report {
         let Some(q) = &self.query else { return };
         let ratio = q.broker_peak.per_second() / q.echo_peak.per_second();
         let p99 = q.broker_half.ms(0.99);
+        let rate = q.half_rate;
         let _ = writeln!(
             out,
             "## Once-only queries: GetEvidence against a bare tonic server\n\n\
@@ -157,26 +169,18 @@ impl Report {
              broker's peak, each latency timed from when the call was due (no coordinated \
              omission). The baseline serves the same service and messages with one fixed \
              answer captured from the broker ({} bytes; requests {} bytes): no policy, \
-             database or audit.\n\n\
-             | server | calls/s | p50 ms | p99 ms | p99.9 ms |\n|---|---:|---:|---:|---:|\n\
-             | baseline (bare tonic), peak | {:.0} | {} |\n\
-             | govbus broker, peak | {:.0} | {} |\n\
-             | baseline at {:.0} calls/s | {:.0} | {} |\n\
-             | govbus broker at {:.0} calls/s (half of peak) | {:.0} | {} |\n\n\
+             database or audit.\n\n{TABLE_HEAD}{}{}{}{}\n\
              - throughput ratio govbus / baseline: **{ratio:.2}** (target ≥ 0.70: {})\n\
              - p99 at half of peak: **{p99:.2} ms** (target < 5 ms: {})\n",
             q.reply_bytes,
             q.request_bytes,
-            q.echo_peak.per_second(),
-            latency_cells(&q.echo_peak),
-            q.broker_peak.per_second(),
-            latency_cells(&q.broker_peak),
-            q.half_rate,
-            q.echo_half.per_second(),
-            latency_cells(&q.echo_half),
-            q.half_rate,
-            q.broker_half.per_second(),
-            latency_cells(&q.broker_half),
+            row("baseline (bare tonic), peak", &q.echo_peak),
+            row("govbus broker, peak", &q.broker_peak),
+            row(&format!("baseline at {rate:.0} calls/s"), &q.echo_half),
+            row(
+                &format!("govbus broker at {rate:.0} calls/s (half of peak)"),
+                &q.broker_half
+            ),
             verdict(ratio >= 0.7),
             verdict(p99 < 5.0),
         );
@@ -186,25 +190,17 @@ impl Report {
         let (Some(q), Some(t)) = (&self.query, &self.tls) else {
             return;
         };
+        let rate = q.half_rate;
         let _ = writeln!(
             out,
             "## The cost of mTLS\n\n\
              The same broker and showcase with mTLS on (TLS 1.3, Ed25519 certificates, the \
-             caller's identity from its certificate), the same load.\n\n\
-             | broker | calls/s | p50 ms | p99 ms | p99.9 ms |\n|---|---:|---:|---:|---:|\n\
-             | plaintext, peak | {:.0} | {} |\n| mTLS, peak | {:.0} | {} |\n\
-             | plaintext at {:.0} calls/s | {:.0} | {} |\n| mTLS at {:.0} calls/s | {:.0} | {} |\n\n\
+             caller's identity from its certificate), the same load.\n\n{TABLE_HEAD}{}{}{}{}\n\
              - throughput with mTLS / without: **{:.2}**\n",
-            q.broker_peak.per_second(),
-            latency_cells(&q.broker_peak),
-            t.peak.per_second(),
-            latency_cells(&t.peak),
-            q.half_rate,
-            q.broker_half.per_second(),
-            latency_cells(&q.broker_half),
-            q.half_rate,
-            t.half.per_second(),
-            latency_cells(&t.half),
+            row("plaintext, peak", &q.broker_peak),
+            row("mTLS, peak", &t.peak),
+            row(&format!("plaintext at {rate:.0} calls/s"), &q.broker_half),
+            row(&format!("mTLS at {rate:.0} calls/s"), &t.half),
             t.peak.per_second() / q.broker_peak.per_second(),
         );
     }
