@@ -32,6 +32,8 @@ pub struct IngestShape {
 pub struct Throughput {
     pub records: u64,
     pub elapsed: Duration,
+    /// When the adapter had acknowledged the last record (govbus only).
+    pub published: Option<Duration>,
 }
 
 impl Throughput {
@@ -111,10 +113,12 @@ pub async fn through_govbus(
     for task in tasks {
         task.await??;
     }
+    let published = started.elapsed();
     wait_for_count(showcase, (first + shape.records) as i64).await?;
     Ok(Throughput {
         records: shape.records,
         elapsed: started.elapsed(),
+        published: Some(published),
     })
 }
 
@@ -182,6 +186,7 @@ pub async fn through_raw_rdkafka(
     Ok(Throughput {
         records: shape.records,
         elapsed: started.elapsed(),
+        published: None,
     })
 }
 

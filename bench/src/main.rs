@@ -290,7 +290,11 @@ impl Bench {
             shape.records
         ));
         let govbus = ingest::through_govbus(&adapter_target, &showcase, 1, shape).await?;
-        println!("   {:.0} records/s", govbus.per_second());
+        println!(
+            "   {:.0} records/s (all acknowledged by the adapter after {:.2} s)",
+            govbus.per_second(),
+            govbus.published.unwrap_or_default().as_secs_f64()
+        );
         let freshness_rate = govbus.per_second() / 2.0;
         step(&format!(
             "ingest: freshness under {freshness_rate:.0} records/s"
