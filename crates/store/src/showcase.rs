@@ -142,21 +142,16 @@ impl Showcase {
                 *slot = item;
             }
         }
+        // A stable order of row locks across concurrent writers (replicas
+        // during a rebalance), in both tables.
+        fn key(r: &IngestedRecord) -> (&str, &str, &str, u64) {
+            let r = &r.record;
+            (&r.record_type, &r.subject_id, &r.record_key, r.version)
+        }
         let mut current: Vec<&IngestedRecord> = newest.into_values().collect();
-        // A stable order of row locks across concurrent writers (replicas).
-        current.sort_by(|a, b| {
-            (
-                &a.record.record_type,
-                &a.record.subject_id,
-                &a.record.record_key,
-            )
-                .cmp(&(
-                    &b.record.record_type,
-                    &b.record.subject_id,
-                    &b.record.record_key,
-                ))
-        });
-        let all: Vec<&IngestedRecord> = batch.iter().collect();
+        current.sort_by(|a, b| key(a).cmp(&key(b)));
+        let mut all: Vec<&IngestedRecord> = batch.iter().collect();
+        all.sort_by(|a, b| key(a).cmp(&key(b)));
         let _turn = self.db.write_turn().await;
         let mut tx = self.db.pool.begin().await?;
         let applied = insert_rows(
