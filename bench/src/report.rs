@@ -126,7 +126,8 @@ impl Report {
     pub fn render(&self, machine: &Machine, date: &str) -> String {
         let mut out = String::new();
         let commit = git(&["rev-parse", "--short", "HEAD"]);
-        let dirty = if git(&["status", "--porcelain"]).is_empty() {
+        // Reports written by an earlier run do not make the code dirty.
+        let dirty = if git(&["status", "--porcelain", "--", ".", ":!docs"]).is_empty() {
             ""
         } else {
             " (with uncommitted changes)"
