@@ -112,7 +112,8 @@ struct Bench {
 }
 
 impl Bench {
-    async fn broker(&self, bus: &TestBus, db: &str, tls: bool) -> (Running, Target) {
+    /// A broker on showcase `db` whose citizens `0..subjects` have records.
+    async fn broker(&self, bus: &TestBus, db: &str, tls: bool, subjects: u64) -> (Running, Target) {
         let mut config = bus.broker_config(db);
         config.rate_limit = UNLIMITED;
         config.audit_chain = if tls { "bench-tls" } else { "bench" }.into();
@@ -129,7 +130,7 @@ impl Bench {
                     .expect("portal tls")
                     .client_config("localhost")
             }),
-            subjects: 0,
+            subjects,
         };
         (broker, target)
     }
@@ -162,8 +163,7 @@ impl Bench {
         let db = format!("showcase-{size}.db");
         step(&format!("query: showcase of {size} records"));
         let seeded = self.seeded(bus, &db, size).await?;
-        let (broker, mut target) = self.broker(bus, &db, false).await;
-        target.subjects = size;
+        let (broker, target) = self.broker(bus, &db, false, size).await;
         let reply = query::sample_reply(&target).await?;
         let echo = echo::EchoServer::start(reply.clone()).await?;
         let echo_target = Target {
@@ -204,8 +204,7 @@ impl Bench {
 
         if !self.args.no_tls {
             step("query: govbus broker with mTLS at peak");
-            let (broker, mut target) = self.broker(bus, &db, true).await;
-            target.subjects = size;
+            let (broker, target) = self.broker(bus, &db, true, size).await;
             let peak = query::peak(&target, self.shape).await?;
             println!("   {}", peak.summary());
             step(&format!(
@@ -227,8 +226,7 @@ impl Bench {
             let db = format!("showcase-{size}.db");
             step(&format!("scaling: showcase of {size} records"));
             let seeded = self.seeded(bus, &db, size).await?;
-            let (broker, mut target) = self.broker(bus, &db, false).await;
-            target.subjects = size;
+            let (broker, target) = self.broker(bus, &db, false, size).await;
             let peak = query::peak(&target, self.shape).await?;
             println!("   peak: {}", peak.summary());
             let at_fixed_rate = query::at_rate(&target, self.shape, rate).await?;
@@ -261,8 +259,7 @@ impl Bench {
         println!("   {:.0} records/s", raw.per_second());
 
         let db = "ingest.db";
-        let (broker, mut broker_target) = self.broker(&bus, db, false).await;
-        broker_target.subjects = 1;
+        let (broker, broker_target) = self.broker(&bus, db, false, 1).await;
         let mut adapter_config = bus.adapter_config(FHDY);
         adapter_config.rate_limit = UNLIMITED;
         adapter_config.insecure_plaintext = plaintext_as(FHDY);

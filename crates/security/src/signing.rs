@@ -168,9 +168,13 @@ impl Signer {
     }
 }
 
-/// Checks that `cert_der` was issued by the CA in `ca_der` and, when `at`
-/// (seconds since the epoch) is given, was valid then; otherwise now.
-pub fn check_issued_by(cert_der: &[u8], ca_der: &[u8], at: Option<i64>) -> Result<(), VerifyError> {
+/// Parses `cert_der` and checks that the CA in `ca_der` issued it; returns
+/// the certificate and the window (seconds since the epoch) in which both
+/// it and the CA are valid.
+pub(crate) fn parse_issued<'a>(
+    cert_der: &'a [u8],
+    ca_der: &[u8],
+) -> Result<(X509Certificate<'a>, (i64, i64)), VerifyError> {
     let (_, cert) = X509Certificate::from_der(cert_der)
         .map_err(|e| VerifyError::BadCertificate(e.to_string()))?;
     let (_, ca) = X509Certificate::from_der(ca_der)
@@ -178,11 +182,25 @@ pub fn check_issued_by(cert_der: &[u8], ca_der: &[u8], at: Option<i64>) -> Resul
     if cert.issuer() != ca.subject() || cert.verify_signature(Some(ca.public_key())).is_err() {
         return Err(VerifyError::UnknownIssuer);
     }
-    let when = match at {
-        Some(secs) => ASN1Time::from_timestamp(secs).map_err(|_| VerifyError::NotValidAtSigning)?,
-        None => ASN1Time::now(),
-    };
-    if !cert.validity().is_valid_at(when) || !ca.validity().is_valid_at(when) {
+    let window = (
+        cert.validity()
+            .not_before
+            .timestamp()
+            .max(ca.validity().not_before.timestamp()),
+        cert.validity()
+            .not_after
+            .timestamp()
+            .min(ca.validity().not_after.timestamp()),
+    );
+    Ok((cert, window))
+}
+
+/// Checks that `cert_der` was issued by the CA in `ca_der` and, when `at`
+/// (seconds since the epoch) is given, was valid then; otherwise now.
+pub fn check_issued_by(cert_der: &[u8], ca_der: &[u8], at: Option<i64>) -> Result<(), VerifyError> {
+    let (_, (not_before, not_after)) = parse_issued(cert_der, ca_der)?;
+    let when = at.unwrap_or_else(|| ASN1Time::now().timestamp());
+    if when < not_before || when > not_after {
         return Err(VerifyError::NotValidAtSigning);
     }
     Ok(())

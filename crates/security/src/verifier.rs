@@ -10,9 +10,8 @@ use std::{collections::HashMap, sync::Mutex};
 use govbus_core::{content_hash, signing_input, time::timestamp_to_micros};
 use govbus_proto::v1::Record;
 use ring::signature::{ED25519, UnparsedPublicKey};
-use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::{Identity, Verified, VerifyError, key_id};
+use crate::{Identity, Verified, VerifyError, key_id, signing::parse_issued};
 
 /// Certificates remembered at most; a full cache starts again empty.
 const CACHE_CAPACITY: usize = 4096;
@@ -56,27 +55,13 @@ impl Verifier {
         {
             return Ok(known);
         }
-        let (_, cert) = X509Certificate::from_der(certificate)
-            .map_err(|e| VerifyError::BadCertificate(e.to_string()))?;
-        let (_, ca) = X509Certificate::from_der(&self.ca_der)
-            .map_err(|e| VerifyError::BadCertificate(e.to_string()))?;
-        if cert.issuer() != ca.subject() || cert.verify_signature(Some(ca.public_key())).is_err() {
-            return Err(VerifyError::UnknownIssuer);
-        }
+        let (cert, (not_before, not_after)) = parse_issued(certificate, &self.ca_der)?;
         let issued = IssuedCertificate {
             identity: Identity::from_certificate(certificate).map_err(|_| VerifyError::NoIdentity),
             key_id: key_id(cert.public_key().raw),
             public_key: cert.public_key().subject_public_key.data.to_vec(),
-            not_before: cert
-                .validity()
-                .not_before
-                .timestamp()
-                .max(ca.validity().not_before.timestamp()),
-            not_after: cert
-                .validity()
-                .not_after
-                .timestamp()
-                .min(ca.validity().not_after.timestamp()),
+            not_before,
+            not_after,
         };
         if let Ok(mut cache) = self.issued.lock() {
             if cache.len() >= CACHE_CAPACITY {

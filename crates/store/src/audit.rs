@@ -205,8 +205,7 @@ impl AuditLog {
         entries: &[AuditEntry],
     ) -> Result<(i64, Vec<u8>), StoreError> {
         let (mut seq, mut prev) = head;
-        let _turn = self.db.write_turn().await;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         for chunk in entries.chunks(APPEND_ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO audit_log ({ENTRY_COLUMNS}) VALUES {}",
@@ -234,15 +233,14 @@ impl AuditLog {
                     .bind(hash.clone());
                 prev = hash;
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut **tx).await?;
         }
         tx.commit().await?;
         Ok((seq, prev))
     }
 
     pub async fn insert_checkpoint(&self, c: &Checkpoint) -> Result<(), StoreError> {
-        let _turn = self.db.write_turn().await;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO audit_checkpoints (chain, seq, entry_hash, signed_at_us, certificate, signature) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (chain, seq) DO NOTHING",
@@ -253,7 +251,7 @@ impl AuditLog {
         .bind(c.signed_at_us)
         .bind(c.certificate.as_slice())
         .bind(c.signature.as_slice())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         tx.commit().await?;
         Ok(())
@@ -422,15 +420,15 @@ impl AuditLog {
     }
 
     pub async fn mark_published(&self, chain: &str, seq: i64) -> Result<(), StoreError> {
-        let _turn = self.db.write_turn().await;
+        let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO audit_published (chain, last_seq) VALUES ($1, $2) \
              ON CONFLICT (chain) DO UPDATE SET last_seq = excluded.last_seq",
         )
         .bind(chain)
         .bind(seq)
-        .execute(&self.db.pool)
+        .execute(&mut **tx)
         .await?;
-        Ok(())
+        tx.commit().await
     }
 }

@@ -50,7 +50,7 @@ impl Consents {
         now_us: i64,
         expires_at_us: i64,
     ) -> Result<ConsentRecord, StoreError> {
-        let _turn = self.db.write_turn().await;
+        let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO consents (subject_id, consumer, record_type, purpose, granted_at_us, expires_at_us, revoked_at_us) \
              VALUES ($1, $2, $3, $4, $5, $6, NULL) \
@@ -63,8 +63,9 @@ impl Consents {
         .bind(scope.purpose.as_str())
         .bind(now_us)
         .bind(expires_at_us)
-        .execute(&self.db.pool)
+        .execute(&mut **tx)
         .await?;
+        tx.commit().await?;
         Ok(ConsentRecord {
             scope: scope.clone(),
             granted_at_us: now_us,
@@ -82,16 +83,16 @@ impl Consents {
         let sql = format!(
             "UPDATE consents SET revoked_at_us = $5 WHERE {WHERE_SCOPE} AND revoked_at_us IS NULL"
         );
-        let turn = self.db.write_turn().await;
+        let mut tx = self.db.begin_write().await?;
         let done = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(scope.subject_id.as_str())
             .bind(scope.consumer.as_str())
             .bind(scope.record_type.as_str())
             .bind(scope.purpose.as_str())
             .bind(now_us)
-            .execute(&self.db.pool)
+            .execute(&mut **tx)
             .await?;
-        drop(turn);
+        tx.commit().await?;
         if done.rows_affected() == 0 {
             return Ok(None);
         }

@@ -74,6 +74,33 @@ pub(crate) fn values_placeholders(backend: Backend, rows: usize, columns: usize)
     sql
 }
 
+/// A transaction from [`Database::begin_write`]; the turn to write is given
+/// up when it commits or is dropped (rolled back).
+pub struct WriteTransaction {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTransaction {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTransaction {
+    type Target = sqlx::Transaction<'static, sqlx::Any>;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTransaction {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
 /// SQLite creates the file but not its folder.
 fn create_parent_dir(url: &str) -> Result<(), StoreError> {
     let path = url
@@ -157,18 +184,22 @@ impl Database {
         })
     }
 
-    /// Waits for this process's turn to write; hold it until the write
-    /// commits. SQLite lets one writer in at a time and makes the others
-    /// sleep and retry (busy_timeout), in steps up to 100 ms: with the audit
-    /// writer, the audit publisher and ingest all writing, that showed as
-    /// 200 ms latency tails in the benchmark. Queued here, a writer starts
-    /// as soon as the previous one commits. PostgreSQL writers run in
-    /// parallel: no turn.
-    pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        match self.backend {
+    /// Begins a transaction that writes. On SQLite it first waits for this
+    /// process's turn and holds it until the commit: SQLite lets one writer
+    /// in at a time and makes the others sleep and retry (busy_timeout) in
+    /// steps up to 100 ms; with the audit writer, the audit publisher and
+    /// ingest all writing, that showed as 200 ms latency tails in the
+    /// benchmark. Queued here, a writer starts as soon as the previous one
+    /// commits. PostgreSQL writers run in parallel: no turn.
+    pub async fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
+        let turn = match self.backend {
             Backend::Sqlite => Some(self.writer.clone().lock_owned().await),
             Backend::Postgres => None,
-        }
+        };
+        Ok(WriteTransaction {
+            tx: self.pool.begin().await?,
+            _turn: turn,
+        })
     }
 
     /// Applies the migrations of `sqlite` or `postgres` flavour, whichever

@@ -8,5 +8,5 @@ mod showcase;
 
 pub use audit::{AccessScope, AuditEntry, AuditLog, ChainFault, ChainedEntry, Checkpoint};
 pub use consents::{ConsentRecord, ConsentScope, ConsentState, Consents};
-pub use database::{Backend, Database, StoreError};
+pub use database::{Backend, Database, StoreError, WriteTransaction};
 pub use showcase::{ApplyStats, IngestedRecord, Showcase, ShowcaseDigest, StoredRecord};

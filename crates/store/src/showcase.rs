@@ -152,8 +152,7 @@ impl Showcase {
         current.sort_by(|a, b| key(a).cmp(&key(b)));
         let mut all: Vec<&IngestedRecord> = batch.iter().collect();
         all.sort_by(|a, b| key(a).cmp(&key(b)));
-        let _turn = self.db.write_turn().await;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let applied = insert_rows(
             self.db.backend,
             &mut tx,
