@@ -69,6 +69,21 @@ consumer = "agency/tax/system/soliq"
 record_type = "birth_certificate"
 purposes = ["tax-deduction-children"]
 fields = ["child", "date_of_birth"]
+
+[[subscription]]
+consumer = "agency/interior/system/address-bureau"
+record_type = "marriage_certificate"
+fields = ["*"]
+
+[[subscription]]
+consumer = "agency/interior/system/address-bureau"
+record_type = "birth_certificate"
+fields = ["child"]
+
+[[subscription]]
+consumer = "agency/tax/system/soliq"
+record_type = "birth_certificate"
+fields = ["child", "date_of_birth"]
 "#;
 
 /// One embedded Kafka cluster, a CA with certificates for the test systems,
@@ -265,6 +280,8 @@ impl TestBus {
             tls: Some(self.tls(identity)),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             kafka: self.kafka(),
+            policy_file: Some(self.policy_path()),
+            policy_reload_ms: 50,
             ..AdapterConfig::default()
         }
     }
@@ -361,11 +378,22 @@ impl Running {
 
     /// An mTLS channel presenting `identity`'s certificate.
     pub async fn channel_as(&self, identity: &Identity) -> Channel {
+        self.channel_with(identity, |endpoint| endpoint).await
+    }
+
+    /// As [`Self::channel_as`], with endpoint settings of the test's own
+    /// (e.g. a small HTTP/2 window for a slow reader).
+    pub async fn channel_with(
+        &self,
+        identity: &Identity,
+        configure: impl FnOnce(tonic::transport::Endpoint) -> tonic::transport::Endpoint,
+    ) -> Channel {
         let tls = TlsMaterial::load(&pki::settings_in(&self.certs, identity)).expect("client tls");
-        Channel::from_shared(self.url())
+        let endpoint = Channel::from_shared(self.url())
             .expect("url")
             .tls_config(tls.client_config("localhost"))
-            .expect("tls config")
+            .expect("tls config");
+        configure(endpoint)
             .connect()
             .await
             .expect("service reachable over mTLS")
@@ -434,6 +462,37 @@ pub fn birth_record(subject: &str, version: u64, first_name: &str) -> Record {
         status: RecordStatus::Active as i32,
         issued_at: timestamp(642_729_600 + version as i64),
         payload: Some(govbus_proto::pack(&birth_payload(subject, first_name))),
+        ..Default::default()
+    }
+}
+
+/// A marriage certificate record about `subject` (one spouse).
+pub fn marriage_record(subject: &str, version: u64) -> Record {
+    let payload = govbus_proto::records::MarriageCertificate {
+        certificate_number: format!("II-TN {}", &subject[7..14]),
+        spouse_one: Some(PersonName {
+            pinfl: subject.into(),
+            last_name: "Karimov".into(),
+            first_name: "Aziz".into(),
+            ..Default::default()
+        }),
+        spouse_two: Some(PersonName {
+            last_name: "Yusupova".into(),
+            first_name: "Malika".into(),
+            ..Default::default()
+        }),
+        date_of_marriage: "2019-09-14".into(),
+        spouse_two_surname_after: "Karimova".into(),
+        ..Default::default()
+    };
+    Record {
+        record_type: "marriage_certificate".into(),
+        subject_id: subject.into(),
+        record_key: payload.certificate_number.clone(),
+        version,
+        status: RecordStatus::Active as i32,
+        issued_at: timestamp(1_568_419_200 + version as i64),
+        payload: Some(govbus_proto::pack(&payload)),
         ..Default::default()
     }
 }
@@ -607,6 +666,23 @@ pub async fn write_outbox_birth(pool: &sqlx::AnyPool, subject: &str, version: i6
 
 /// Every message on `topic`, read from the beginning: (key, headers as strings).
 pub fn read_topic(bus: &TestBus, topic: &str) -> Vec<(String, Vec<(String, String)>)> {
+    read_topic_messages(bus, topic)
+        .into_iter()
+        .map(|(key, headers, _)| (key, headers))
+        .collect()
+}
+
+/// The payloads of every message on `topic`, as text (audit entries are JSON).
+pub fn read_topic_payloads(bus: &TestBus, topic: &str) -> Vec<String> {
+    read_topic_messages(bus, topic)
+        .into_iter()
+        .map(|(_, _, payload)| payload)
+        .collect()
+}
+
+type TopicMessage = (String, Vec<(String, String)>, String);
+
+fn read_topic_messages(bus: &TestBus, topic: &str) -> Vec<TopicMessage> {
     use rdkafka::{
         Message, Offset, TopicPartitionList,
         consumer::{BaseConsumer, Consumer},
@@ -648,7 +724,8 @@ pub fn read_topic(bus: &TestBus, topic: &str) -> Vec<(String, Vec<(String, Strin
                     })
                     .unwrap_or_default();
                 let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-                messages.push((key, headers));
+                let payload = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                messages.push((key, headers, payload));
             }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => at_end += 1,
             Some(Err(e)) => panic!("reading {topic}: {e}"),

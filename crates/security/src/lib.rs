@@ -3,11 +3,13 @@
 
 mod identity;
 pub mod pki;
+mod record_check;
 mod signing;
 mod tls;
 mod verifier;
 
 pub use identity::{Identity, IdentityError, TRUST_DOMAIN};
+pub use record_check::RecordChecker;
 pub use signing::{
     SignError, Signer, Verified, VerifyError, check_issued_by, key_id, verify, verify_detached,
 };

@@ -1,6 +1,6 @@
 //! Adapter configuration.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use govbus_core::ConfigError;
 use govbus_kafka::KafkaSettings;
@@ -30,6 +30,16 @@ pub struct AdapterConfig {
     pub max_payload_bytes: usize,
     /// Reads records from a table in the agency's own database.
     pub outbox: Option<OutboxConfig>,
+    /// The access policy; its `[[subscription]]` grants decide what this
+    /// system may subscribe to. Without one, every subscription is refused.
+    pub policy_file: Option<PathBuf>,
+    /// How often the policy file is checked for changes.
+    pub policy_reload_ms: u64,
+    /// Deliveries one subscription stream holds before its Kafka consumer
+    /// pauses (flow control for slow subscribers).
+    pub subscription_buffer: usize,
+    /// Writes subscribed records into a table in the agency's own database.
+    pub inbox: Option<InboxConfig>,
 }
 
 impl Default for AdapterConfig {
@@ -44,6 +54,10 @@ impl Default for AdapterConfig {
             max_batch: 1000,
             max_payload_bytes: govbus_core::RecordLimits::default().max_payload_bytes,
             outbox: None,
+            policy_file: None,
+            policy_reload_ms: 1000,
+            subscription_buffer: 256,
+            inbox: None,
         }
     }
 }
@@ -67,6 +81,33 @@ impl Default for OutboxConfig {
             database_url: String::new(),
             table: "govbus_outbox".into(),
             poll_interval_ms: 200,
+            batch_size: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboxConfig {
+    /// `sqlite://…` or `postgres://…` of the agency's database.
+    pub database_url: String,
+    /// The inbox table, created by the adapter if missing.
+    pub table: String,
+    /// The subscription (durable cursor) the inbox is filled from.
+    pub subscription: String,
+    /// Record types to receive; each needs a `[[subscription]]` grant.
+    pub record_types: Vec<String>,
+    /// Deliveries written per transaction, at most.
+    pub batch_size: usize,
+}
+
+impl Default for InboxConfig {
+    fn default() -> Self {
+        Self {
+            database_url: String::new(),
+            table: "govbus_inbox".into(),
+            subscription: "inbox".into(),
+            record_types: Vec::new(),
             batch_size: 500,
         }
     }
@@ -100,25 +141,58 @@ impl AdapterConfig {
         if let Some(outbox) = &self.outbox {
             govbus_store::Backend::from_url(&outbox.database_url)
                 .map_err(|e| ConfigError::new(format!("outbox.database_url: {e}")))?;
-            let table_ok = !outbox.table.is_empty()
-                && outbox
-                    .table
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && !outbox.table.as_bytes()[0].is_ascii_digit();
-            if !table_ok {
-                return Err(ConfigError::new(format!(
-                    "outbox.table {:?} must be a plain SQL identifier (letters, digits, _)",
-                    outbox.table
-                )));
-            }
+            check_table("outbox.table", &outbox.table)?;
             if outbox.batch_size < 1 || outbox.poll_interval_ms == 0 {
                 return Err(ConfigError::new(
                     "outbox.batch_size and outbox.poll_interval_ms must be at least 1",
                 ));
             }
         }
+        if self.policy_reload_ms == 0 || self.subscription_buffer == 0 {
+            return Err(ConfigError::new(
+                "policy_reload_ms and subscription_buffer must be at least 1",
+            ));
+        }
+        if let Some(inbox) = &self.inbox {
+            govbus_store::Backend::from_url(&inbox.database_url)
+                .map_err(|e| ConfigError::new(format!("inbox.database_url: {e}")))?;
+            check_table("inbox.table", &inbox.table)?;
+            let catalog = govbus_core::Catalog::builtin();
+            if inbox.record_types.is_empty() {
+                return Err(ConfigError::new(
+                    "inbox.record_types: name at least one record type",
+                ));
+            }
+            if let Some(unknown) = inbox.record_types.iter().find(|t| catalog.get(t).is_none()) {
+                return Err(ConfigError::new(format!(
+                    "inbox.record_types: unknown record type {unknown:?}"
+                )));
+            }
+            if inbox.batch_size == 0 {
+                return Err(ConfigError::new("inbox.batch_size must be at least 1"));
+            }
+        }
         Ok(())
+    }
+
+    pub fn policy_reload(&self) -> Duration {
+        Duration::from_millis(self.policy_reload_ms)
+    }
+}
+
+/// Table names are put into SQL as they are, so only plain identifiers.
+fn check_table(setting: &str, table: &str) -> Result<(), ConfigError> {
+    let ok = !table.is_empty()
+        && table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !table.as_bytes()[0].is_ascii_digit();
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(format!(
+            "{setting} {table:?} must be a plain SQL identifier (letters, digits, _)"
+        )))
     }
 }
 
@@ -170,6 +244,37 @@ mod tests {
                 })
             },
             "outbox.table",
+        );
+        check(|c| c.subscription_buffer = 0, "subscription_buffer");
+        check(
+            |c| {
+                c.inbox = Some(InboxConfig {
+                    database_url: "sqlite://x.db".into(),
+                    ..InboxConfig::default()
+                })
+            },
+            "inbox.record_types: name at least one",
+        );
+        check(
+            |c| {
+                c.inbox = Some(InboxConfig {
+                    database_url: "sqlite://x.db".into(),
+                    record_types: vec!["death_certificate".into()],
+                    ..InboxConfig::default()
+                })
+            },
+            "unknown record type \"death_certificate\"",
+        );
+        check(
+            |c| {
+                c.inbox = Some(InboxConfig {
+                    database_url: "sqlite://x.db".into(),
+                    table: "1nbox".into(),
+                    record_types: vec!["marriage_certificate".into()],
+                    ..InboxConfig::default()
+                })
+            },
+            "inbox.table",
         );
     }
 }

@@ -4,12 +4,17 @@ use std::sync::Arc;
 
 use govbus_core::FieldViolation;
 use govbus_proto::v1::{
-    PublishOutcome, PublishRequest, PublishResponse, agency_adapter_server::AgencyAdapter,
+    AcknowledgeRequest, AcknowledgeResponse, Delivery, PublishOutcome, PublishRequest,
+    PublishResponse, SubscribeRequest, agency_adapter_server::AgencyAdapter,
 };
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, info, info_span};
 
-use crate::publisher::{Prepared, Publisher, Refusal};
+use crate::{
+    publisher::{Prepared, Publisher, Refusal},
+    subscription::Subscriptions,
+};
 
 /// Why a Publish call was refused as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -59,17 +64,34 @@ impl From<PublishError> for Status {
     }
 }
 
-#[derive(Debug)]
 pub struct AdapterService {
     publisher: Arc<Publisher>,
+    subscriptions: Arc<Subscriptions>,
     max_batch: usize,
 }
 
 impl AdapterService {
-    pub fn new(publisher: Arc<Publisher>, max_batch: usize) -> Self {
+    pub fn new(
+        publisher: Arc<Publisher>,
+        subscriptions: Arc<Subscriptions>,
+        max_batch: usize,
+    ) -> Self {
         Self {
             publisher,
+            subscriptions,
             max_batch,
+        }
+    }
+
+    /// Only the adapter's own system may publish or subscribe through it.
+    fn check_caller(&self, caller: &govbus_security::Identity) -> Result<(), PublishError> {
+        if caller == self.publisher.identity() {
+            Ok(())
+        } else {
+            Err(PublishError::WrongCaller {
+                adapter: self.publisher.identity().to_string(),
+                caller: caller.to_string(),
+            })
         }
     }
 
@@ -131,14 +153,9 @@ impl AgencyAdapter for AdapterService {
         let started = std::time::Instant::now();
         let result = async move {
             let caller = govbus_server::caller(&request)?;
-            if &caller != self.publisher.identity() {
-                let e = PublishError::WrongCaller {
-                    adapter: self.publisher.identity().to_string(),
-                    caller: caller.to_string(),
-                };
+            self.check_caller(&caller).inspect_err(|e| {
                 info!(error = %e, "publish refused");
-                return Err(e.into());
-            }
+            })?;
             let prepared = self.prepare_all(request.into_inner()).inspect_err(|e| {
                 info!(error = %e, "publish rejected");
             })?;
@@ -155,4 +172,97 @@ impl AgencyAdapter for AdapterService {
         govbus_server::metrics::observe_rpc("govbus.v1.AgencyAdapter", "Publish", started, &result);
         result
     }
+
+    type SubscribeStream = ReceiverStream<Result<Delivery, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let span = info_span!(
+            "subscribe",
+            otel.name = "govbus.v1.AgencyAdapter/Subscribe",
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = "govbus.v1.AgencyAdapter",
+            rpc.method = "Subscribe",
+            subscription = %request.get_ref().subscription,
+            request_id = tracing::field::Empty,
+        );
+        govbus_server::continue_trace(&span, request.metadata());
+        let started = std::time::Instant::now();
+        let result = async move {
+            let request_id = request_id(&request);
+            tracing::Span::current().record("request_id", request_id.as_str());
+            let caller = govbus_server::caller(&request)?;
+            let request = request.into_inner();
+            if let Err(e) = self.check_caller(&caller) {
+                info!(error = %e, "subscribe refused");
+                self.subscriptions
+                    .refuse_caller(&caller, &request, &e.to_string(), &request_id)
+                    .await?;
+                return Err(e.into());
+            }
+            let deliveries = self.subscriptions.open(request, &request_id).await?;
+            Ok(Response::new(ReceiverStream::new(deliveries)))
+        }
+        .instrument(span)
+        .await;
+        govbus_server::metrics::observe_rpc(
+            "govbus.v1.AgencyAdapter",
+            "Subscribe",
+            started,
+            &result,
+        );
+        result
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<AcknowledgeRequest>,
+    ) -> Result<Response<AcknowledgeResponse>, Status> {
+        let span = info_span!(
+            "acknowledge",
+            otel.name = "govbus.v1.AgencyAdapter/Acknowledge",
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = "govbus.v1.AgencyAdapter",
+            rpc.method = "Acknowledge",
+            subscription = %request.get_ref().subscription,
+            cursors = request.get_ref().cursors.len(),
+        );
+        govbus_server::continue_trace(&span, request.metadata());
+        let started = std::time::Instant::now();
+        let result = async move {
+            let caller = govbus_server::caller(&request)?;
+            self.check_caller(&caller)?;
+            let request = request.into_inner();
+            let advanced = self
+                .subscriptions
+                .acknowledge(&request.subscription, &request.cursors)
+                .await?;
+            Ok(Response::new(AcknowledgeResponse { advanced }))
+        }
+        .instrument(span)
+        .await;
+        govbus_server::metrics::observe_rpc(
+            "govbus.v1.AgencyAdapter",
+            "Acknowledge",
+            started,
+            &result,
+        );
+        result
+    }
+}
+
+/// The caller's `x-request-id`, or a new one: ties the audit entry, the
+/// logs and the trace of one call together.
+fn request_id<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && !v.chars().any(char::is_control))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
 }

@@ -3,23 +3,28 @@
 
 mod config;
 mod grpc;
+mod inbox;
 mod outbox;
 mod publisher;
+pub mod subscription;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use govbus_core::{Catalog, ConfigError, RecordLimits};
 use govbus_kafka::RecordProducer;
+use govbus_policy::PolicyStore;
 use govbus_proto::v1::agency_adapter_server::AgencyAdapterServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{service::interceptor::InterceptedService, transport::server::Router};
 use tracing::{info, warn};
 
-pub use config::{AdapterConfig, OutboxConfig};
+pub use config::{AdapterConfig, InboxConfig, OutboxConfig};
 pub use grpc::{AdapterService, PublishError};
+pub use inbox::{InboxWriter, inbox_table_ddl};
 pub use outbox::{OutboxConnector, OutboxError, outbox_table_ddl};
 pub use publisher::{Prepared, Publisher, Refusal};
+use subscription::{SubscriptionSettings, Subscriptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
@@ -40,6 +45,8 @@ pub enum AdapterError {
     Security(#[from] govbus_server::SecurityError),
     #[error("signing key: {0}")]
     Signing(#[from] govbus_security::SignError),
+    #[error(transparent)]
+    Policy(#[from] govbus_policy::PolicyError),
 }
 
 /// A built adapter: listening, connected, not yet serving.
@@ -51,6 +58,10 @@ pub struct Adapter {
     router: Router,
     publisher: Arc<Publisher>,
     outbox: Option<OutboxConnector>,
+    subscriptions: Arc<Subscriptions>,
+    inbox: Option<InboxWriter>,
+    policy_watch: Option<(std::path::PathBuf, Duration)>,
+    catalog: Arc<Catalog>,
 }
 
 impl std::fmt::Debug for Adapter {
@@ -81,8 +92,21 @@ impl Adapter {
             max_payload_bytes: config.max_payload_bytes,
             ..RecordLimits::default()
         };
+        let policy = PolicyStore::new(govbus_policy::initial(
+            config.policy_file.as_deref(),
+            &catalog,
+        )?);
+        let subscriptions = Arc::new(Subscriptions::new(SubscriptionSettings {
+            identity: security.identity().clone(),
+            catalog: catalog.clone(),
+            policy,
+            ca_der: security.tls().ca_der().to_vec(),
+            kafka: config.kafka.clone(),
+            producer: producer.clone(),
+            buffer: config.subscription_buffer,
+        }));
         let publisher = Arc::new(Publisher::new(
-            catalog,
+            catalog.clone(),
             producer,
             limits,
             security.tls().signer()?,
@@ -92,6 +116,10 @@ impl Adapter {
             Some(outbox) => {
                 Some(OutboxConnector::open(outbox, identity.clone(), publisher.clone()).await?)
             }
+            None => None,
+        };
+        let inbox = match &config.inbox {
+            Some(inbox) => Some(InboxWriter::open(inbox, subscriptions.clone()).await?),
             None => None,
         };
 
@@ -104,9 +132,12 @@ impl Adapter {
                 })?;
         let (health, router) = govbus_server::base_router(&security)?;
         govbus_server::set_serving::<AgencyAdapterServer<AdapterService>>(&health).await;
-        let service =
-            AgencyAdapterServer::new(AdapterService::new(publisher.clone(), config.max_batch))
-                .max_decoding_message_size(govbus_server::MAX_REQUEST_BYTES);
+        let service = AgencyAdapterServer::new(AdapterService::new(
+            publisher.clone(),
+            subscriptions.clone(),
+            config.max_batch,
+        ))
+        .max_decoding_message_size(govbus_server::MAX_REQUEST_BYTES);
         let router = router.add_service(InterceptedService::new(service, security.authenticator()));
         let metrics = govbus_server::metrics::MetricsEndpoint::bind(config.metrics_listen)
             .await
@@ -122,7 +153,19 @@ impl Adapter {
             router,
             publisher,
             outbox,
+            subscriptions,
+            inbox,
+            policy_watch: config
+                .policy_file
+                .clone()
+                .map(|path| (path, config.policy_reload())),
+            catalog,
         })
+    }
+
+    /// The adapter's subscriptions (open streams, acknowledgements).
+    pub fn subscriptions(&self) -> &Arc<Subscriptions> {
+        &self.subscriptions
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -142,15 +185,31 @@ impl Adapter {
         let outbox = self
             .outbox
             .map(|connector| tokio::spawn(connector.run(shutdown.child_token())));
+        let inbox = self
+            .inbox
+            .map(|inbox| tokio::spawn(inbox.run(shutdown.child_token())));
+        if let Some((path, every)) = self.policy_watch {
+            let policy = self.subscriptions.policy().clone();
+            tokio::spawn(policy.watch(path, self.catalog.clone(), every, shutdown.child_token()));
+        }
+        // Subscription streams never end by themselves: end them, so the
+        // server's graceful stop does not wait for them forever.
+        let subscriptions = self.subscriptions.clone();
+        let stop = shutdown.clone();
+        let streams_closed = tokio::spawn(async move {
+            stop.cancelled().await;
+            subscriptions.close().await;
+        });
         let served = govbus_server::serve(
             self.listener,
             self.router,
             shutdown.clone().cancelled_owned(),
         )
         .await;
-        if let Some(task) = outbox {
+        for task in [outbox, inbox].into_iter().flatten() {
             let _ = task.await;
         }
+        let _ = streams_closed.await;
         if let Some(task) = metrics {
             let _ = task.await;
         }

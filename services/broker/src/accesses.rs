@@ -10,7 +10,7 @@ use govbus_store::{AccessScope, AuditLog};
 use tonic::Status;
 use tracing::error;
 
-use crate::policy::PolicyStore;
+use govbus_policy::PolicyStore;
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;

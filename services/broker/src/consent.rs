@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::{error, info};
 
-use crate::policy::PolicyStore;
+use govbus_policy::PolicyStore;
 
 #[derive(Debug)]
 pub struct ConsentService {

@@ -18,11 +18,9 @@ use govbus_store::{
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, error, info, info_span};
 
-use crate::{
-    audit::AuditTrail,
-    ingest::Freshness,
-    policy::{Denial, PolicyStore},
-};
+use govbus_policy::{Denial, PolicyStore};
+
+use crate::{audit::AuditTrail, ingest::Freshness};
 
 /// Why an evidence request failed. One mapping to gRPC codes; internal
 /// detail is logged, never sent.

@@ -26,7 +26,7 @@ use rdkafka::{
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::checks::RecordChecker;
+use govbus_security::RecordChecker;
 
 /// When the showcase last held everything the consumer could see on Kafka.
 #[derive(Debug, Default)]

@@ -3,12 +3,10 @@
 
 mod accesses;
 mod audit;
-mod checks;
 mod config;
 mod consent;
 mod evidence;
 mod ingest;
-mod policy;
 mod replay;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -24,8 +22,8 @@ use tracing::info;
 pub use config::BrokerConfig;
 pub use consent::ConsentService;
 pub use evidence::{EvidenceError, EvidenceQuery, OnceOnlyService};
+pub use govbus_policy::{Denial, Policy, PolicyError, PolicyStore};
 pub use ingest::{Freshness, IngestSettings, Ingestor};
-pub use policy::{Denial, Policy, PolicyError, PolicyStore};
 pub use replay::RebuildReport;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +64,8 @@ pub async fn rebuild_showcase(
         .map_err(|e| ConfigError::new(e.to_string()))?;
     let tls =
         govbus_security::TlsMaterial::load(tls).map_err(govbus_server::SecurityError::from)?;
-    let checker = checks::RecordChecker::new(Arc::new(Catalog::builtin()), tls.ca_der().to_vec());
+    let checker =
+        govbus_security::RecordChecker::new(Arc::new(Catalog::builtin()), tls.ca_der().to_vec());
     let showcase = Showcase::open(into).await?;
     replay::rebuild(&config.kafka, &checker, &showcase, config.batch_max).await
 }
@@ -104,7 +103,10 @@ impl Broker {
             config.rate_limit,
         )?;
         let catalog = Arc::new(Catalog::builtin());
-        let policy = PolicyStore::new(policy::initial(config.policy_file.as_deref(), &catalog)?);
+        let policy = PolicyStore::new(govbus_policy::initial(
+            config.policy_file.as_deref(),
+            &catalog,
+        )?);
         if config.kafka.manage_topics {
             let topics = govbus_kafka::with_system_topics(catalog.topics());
             govbus_kafka::ensure_topics(&config.kafka, &topics).await?;

@@ -16,7 +16,9 @@ use rdkafka::{
 };
 use tracing::info;
 
-use crate::{BrokerError, checks::RecordChecker};
+use govbus_security::RecordChecker;
+
+use crate::BrokerError;
 
 /// What a rebuild read and wrote.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

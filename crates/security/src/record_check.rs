@@ -1,5 +1,6 @@
-//! What a record taken off Kafka must satisfy before it may enter the
-//! showcase — shared by live ingestion and by replay.
+//! What a record taken off Kafka must satisfy before anyone relies on it:
+//! the broker before it enters the showcase (live ingestion and replay),
+//! an adapter before it delivers it to a subscriber.
 
 use std::sync::Arc;
 
@@ -18,14 +19,14 @@ const INGEST_LIMITS: RecordLimits = RecordLimits {
 pub struct RecordChecker {
     catalog: Arc<Catalog>,
     /// The bus CA: records must be signed with a certificate it issued.
-    verifier: Arc<govbus_security::Verifier>,
+    verifier: Arc<crate::Verifier>,
 }
 
 impl RecordChecker {
     pub fn new(catalog: Arc<Catalog>, ca_der: Vec<u8>) -> Self {
         Self {
             catalog,
-            verifier: Arc::new(govbus_security::Verifier::new(ca_der)),
+            verifier: Arc::new(crate::Verifier::new(ca_der)),
         }
     }
 

@@ -1,6 +1,8 @@
-//! The access policy: deny by default. Grants name the consuming system, the
-//! record type, the purposes (legal bases) and the fields it may see; record
-//! types may also need the subject's consent.
+//! The access policy: deny by default. Evidence grants name the consuming
+//! system, the record type, the purposes (legal bases) and the fields it may
+//! see; record types may also need the subject's consent. Subscription
+//! grants name the system that may receive every new record of a type as it
+//! is published, and the fields it receives.
 //!
 //! The policy is a TOML file, validated against the catalog on load and
 //! reloaded when it changes; a file that does not validate is refused and the
@@ -16,6 +18,11 @@
 //! record_type = "birth_certificate"
 //! purposes = ["PS-0417", "PS-0420"]          # portal service / procedure codes
 //! fields = ["certificate_number", "child", "date_of_birth"]   # or ["*"]
+//!
+//! [[subscription]]
+//! consumer = "agency/interior/system/address-bureau"
+//! record_type = "marriage_certificate"
+//! fields = ["spouse_one", "spouse_two", "spouse_two_surname_after"]  # or ["*"]
 //! ```
 //!
 //! A hand-written matcher rather than a general policy engine: the decision
@@ -47,6 +54,8 @@ struct PolicyFile {
     consent: ConsentSection,
     #[serde(default)]
     grant: Vec<GrantEntry>,
+    #[serde(default)]
+    subscription: Vec<SubscriptionEntry>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +75,22 @@ struct GrantEntry {
     fields: Vec<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriptionEntry {
+    consumer: Identity,
+    record_type: String,
+    fields: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct SubscriptionGrant {
+    consumer: Identity,
+    record_type: String,
+    /// `None`: every field of the type.
+    fields: Option<BTreeSet<String>>,
+}
+
 #[derive(Debug, Clone)]
 struct Grant {
     consumer: Identity,
@@ -79,6 +104,7 @@ struct Grant {
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     grants: Vec<Grant>,
+    subscriptions: Vec<SubscriptionGrant>,
     consent_required: BTreeSet<String>,
     consent_manager: Option<Identity>,
 }
@@ -106,6 +132,14 @@ pub enum Denial {
         record_type: String,
         fields: String,
     },
+}
+
+/// Why a subscription is refused; the message is sent to the caller as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no subscription grant allows {consumer} to receive {record_type}")]
+pub struct SubscriptionDenial {
+    pub consumer: String,
+    pub record_type: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,21 +187,7 @@ impl Policy {
                     "{at}.purposes: list at least one non-empty purpose code"
                 ));
             }
-            let fields = if entry.fields == ["*"] {
-                None
-            } else {
-                if entry.fields.is_empty() {
-                    return Err(format!("{at}.fields: list the fields, or [\"*\"] for all"));
-                }
-                if let Err(unknown) = spec.field_numbers(&entry.fields) {
-                    return Err(format!(
-                        "{at}.fields: {} has no field {}",
-                        spec.name,
-                        unknown.join(", ")
-                    ));
-                }
-                Some(entry.fields.into_iter().collect())
-            };
+            let fields = granted_fields(&at, spec, entry.fields)?;
             grants.push(Grant {
                 consumer: entry.consumer,
                 record_type: entry.record_type,
@@ -175,8 +195,25 @@ impl Policy {
                 fields,
             });
         }
+        let mut subscriptions = Vec::with_capacity(file.subscription.len());
+        for (i, entry) in file.subscription.into_iter().enumerate() {
+            let at = format!("subscription[{i}]");
+            let spec = catalog.get(&entry.record_type).ok_or_else(|| {
+                format!(
+                    "{at}.record_type: unknown record type {:?}",
+                    entry.record_type
+                )
+            })?;
+            let fields = granted_fields(&at, spec, entry.fields)?;
+            subscriptions.push(SubscriptionGrant {
+                consumer: entry.consumer,
+                record_type: entry.record_type,
+                fields,
+            });
+        }
         Ok(Self {
             grants,
+            subscriptions,
             consent_required: file.consent.required.into_iter().collect(),
             consent_manager: file.consent.managed_by,
         })
@@ -248,6 +285,39 @@ impl Policy {
         Ok(Some(spec.field_numbers(&names).unwrap_or_default()))
     }
 
+    /// The field numbers `consumer` receives of each new record of `spec`
+    /// (`None`: every field), or why it may not subscribe. Several grants
+    /// for one type add up.
+    pub fn authorise_subscription(
+        &self,
+        consumer: &Identity,
+        spec: &RecordTypeSpec,
+    ) -> Result<Option<Vec<u32>>, SubscriptionDenial> {
+        let for_type: Vec<&SubscriptionGrant> = self
+            .subscriptions
+            .iter()
+            .filter(|g| &g.consumer == consumer && g.record_type == spec.name)
+            .collect();
+        if for_type.is_empty() {
+            return Err(SubscriptionDenial {
+                consumer: consumer.to_string(),
+                record_type: spec.name.clone(),
+            });
+        }
+        if for_type.iter().any(|g| g.fields.is_none()) {
+            return Ok(None);
+        }
+        let names: BTreeSet<String> = for_type
+            .iter()
+            .filter_map(|g| g.fields.as_ref())
+            .flatten()
+            .cloned()
+            .collect();
+        let names: Vec<String> = names.into_iter().collect();
+        // Names were checked against the catalog on load.
+        Ok(Some(spec.field_numbers(&names).unwrap_or_default()))
+    }
+
     pub fn consent_required(&self, record_type: &str) -> bool {
         self.consent_required.contains(record_type)
     }
@@ -255,6 +325,28 @@ impl Policy {
     pub fn consent_manager(&self) -> Option<&Identity> {
         self.consent_manager.as_ref()
     }
+}
+
+/// `["*"]` (every field) or a list of the type's field names.
+fn granted_fields(
+    at: &str,
+    spec: &RecordTypeSpec,
+    fields: Vec<String>,
+) -> Result<Option<BTreeSet<String>>, String> {
+    if fields == ["*"] {
+        return Ok(None);
+    }
+    if fields.is_empty() {
+        return Err(format!("{at}.fields: list the fields, or [\"*\"] for all"));
+    }
+    if let Err(unknown) = spec.field_numbers(&fields) {
+        return Err(format!(
+            "{at}.fields: {} has no field {}",
+            spec.name,
+            unknown.join(", ")
+        ));
+    }
+    Ok(Some(fields.into_iter().collect()))
 }
 
 /// The policy in force, shared by the request handlers and the reloader.
@@ -306,7 +398,12 @@ impl PolicyStore {
             seen = now;
             match Policy::load(&path, &catalog) {
                 Ok(policy) => {
-                    info!(path = %path.display(), grants = policy.grants.len(), "policy reloaded");
+                    info!(
+                        path = %path.display(),
+                        grants = policy.grants.len(),
+                        subscriptions = policy.subscriptions.len(),
+                        "policy reloaded"
+                    );
                     self.replace(policy);
                 }
                 Err(e) => {
@@ -322,7 +419,7 @@ pub fn initial(path: Option<&Path>, catalog: &Catalog) -> Result<Policy, PolicyE
     match path {
         Some(path) => Policy::load(path, catalog),
         None => {
-            warn!("no policy_file configured: every evidence request will be denied");
+            warn!("no policy_file configured: every request will be denied");
             Ok(Policy::default())
         }
     }
@@ -355,7 +452,48 @@ mod tests {
         record_type = "birth_certificate"
         purposes = ["PS-0999"]
         fields = ["*"]
+
+        [[subscription]]
+        consumer = "agency/interior/system/address-bureau"
+        record_type = "marriage_certificate"
+        fields = ["spouse_two_surname_after", "spouse_one"]
+
+        [[subscription]]
+        consumer = "agency/interior/system/address-bureau"
+        record_type = "marriage_certificate"
+        fields = ["spouse_two"]
+
+        [[subscription]]
+        consumer = "agency/tax/system/soliq"
+        record_type = "birth_certificate"
+        fields = ["*"]
     "#;
+
+    #[test]
+    fn subscription_grants_decide_type_and_fields() {
+        let p = policy(SAMPLE).unwrap();
+        let catalog = Catalog::builtin();
+        let birth = catalog.get("birth_certificate").unwrap();
+        let marriage = catalog.get("marriage_certificate").unwrap();
+        let interior: Identity = "agency/interior/system/address-bureau".parse().unwrap();
+        let tax: Identity = "agency/tax/system/soliq".parse().unwrap();
+        let portal: Identity = "agency/egov/system/portal".parse().unwrap();
+
+        // Grants for one type add up, in field-number order.
+        assert_eq!(
+            p.authorise_subscription(&interior, marriage),
+            Ok(Some(vec![2, 3, 7]))
+        );
+        assert_eq!(p.authorise_subscription(&tax, birth), Ok(None));
+        let denied = p.authorise_subscription(&interior, birth).unwrap_err();
+        assert_eq!(
+            denied.to_string(),
+            "no subscription grant allows agency/interior/system/address-bureau to receive birth_certificate"
+        );
+        assert!(p.authorise_subscription(&tax, marriage).is_err());
+        // An evidence grant is not a subscription grant.
+        assert!(p.authorise_subscription(&portal, birth).is_err());
+    }
 
     #[test]
     fn grants_decide_type_purpose_and_fields() {
@@ -420,6 +558,18 @@ mod tests {
                 "agency/<agency>/system/<system>",
             ),
             ("[consent]\nrequired = [\"pension\"]", "consent.required"),
+            (
+                "[[subscription]]\nconsumer = \"agency/tax/system/soliq\"\nrecord_type = \"death\"\nfields = [\"*\"]",
+                "subscription[0].record_type: unknown record type \"death\"",
+            ),
+            (
+                "[[subscription]]\nconsumer = \"agency/tax/system/soliq\"\nrecord_type = \"birth_certificate\"\nfields = []",
+                "subscription[0].fields",
+            ),
+            (
+                "[[subscription]]\nconsumer = \"agency/tax/system/soliq\"\nrecord_type = \"birth_certificate\"\npurposes = [\"x\"]\nfields = [\"*\"]",
+                "purposes",
+            ),
             ("[[grants]]\n", "grants"),
         ];
         for (text, expected) in bad {
