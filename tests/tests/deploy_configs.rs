@@ -22,4 +22,8 @@ fn deploy_configurations_are_valid() {
         let adapter: AdapterConfig = govbus_core::config::load(Some(&deploy(file))).unwrap();
         adapter.validate().unwrap_or_else(|e| panic!("{file}: {e}"));
     }
+    let interior: AdapterConfig =
+        govbus_core::config::load(Some(&deploy("interior.toml"))).unwrap();
+    let inbox = interior.inbox.expect("the interior ministry has an inbox");
+    assert_eq!(inbox.record_types, ["marriage_certificate"]);
 }

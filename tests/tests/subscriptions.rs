@@ -238,6 +238,39 @@ async fn a_subscription_without_a_grant_is_refused_with_the_reason_and_audited()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_grant_ends_the_stream() {
+    let bus = TestBus::start();
+    let fhdy = bus.adapter(bus.adapter_config(FHDY)).await;
+    let tax = bus.adapter(bus.adapter_config(TAX)).await;
+    publish_all(&fhdy, vec![birth_record(&pinfl(1), 1, "Aziz")]).await;
+    let mut stream = subscribe(&tax, request("births", &["birth_certificate"]))
+        .await
+        .unwrap();
+    take(&mut stream, 1).await;
+
+    // The tax committee's subscription grant is taken out of the policy.
+    let without = TEST_POLICY.replace(
+        "[[subscription]]\nconsumer = \"agency/tax/system/soliq\"",
+        "[[subscription]]\nconsumer = \"agency/sport/system/registry\"",
+    );
+    assert_ne!(without, TEST_POLICY);
+    std::fs::write(bus.policy_path(), without).unwrap();
+    eventually("the adapter reloads the policy", || async {
+        subscribe(&tax, request("probe", &["birth_certificate"]))
+            .await
+            .is_err_and(|s| s.code() == Code::PermissionDenied)
+    })
+    .await;
+    publish_all(&fhdy, vec![birth_record(&pinfl(2), 1, "Bobur")]).await;
+    let ended = tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("the stream ends");
+    let status = ended.expect_err("ended with a status");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("no subscription grant"), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_subscribe_and_acknowledge_calls_get_precise_errors() {
     let bus = TestBus::start();
     let tax = bus.adapter(bus.adapter_config(TAX)).await;

@@ -149,7 +149,9 @@ impl InboxWriter {
                 }
             }
             if let Some(status) = ended {
-                warn!(subscription = self.config.subscription, code = ?status.code(), message = status.message(), "inbox stream ended");
+                if !shutdown.is_cancelled() {
+                    warn!(subscription = self.config.subscription, code = ?status.code(), message = status.message(), "inbox stream ended");
+                }
                 return;
             }
         }

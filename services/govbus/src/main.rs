@@ -443,8 +443,20 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     println!(
         "  kcat -b {kafka} -C -e -t govbus.records.birth_certificate -c 3 -f '%k %p:%o %T\\n'"
     );
+    if let Some((renamed, surname)) = demo.renamed_subject() {
+        println!(
+            "\nThe interior ministry subscribes to marriages (its inbox: {}/interior.db, table govbus_inbox) and registers new surnames; citizen {renamed} becomes {surname}:",
+            demo.data_dir().display()
+        );
+        println!(
+            "  cargo run -q -p govbus-cli -- consent grant --broker {broker} --subject {renamed} --consumer agency/egov/system/portal --type address_registration --purpose demo"
+        );
+        println!(
+            "  cargo run -q -p govbus-cli -- evidence --broker {broker} --subject {renamed} --type address_registration --purpose demo"
+        );
+    }
     println!(
-        "(README.md shows more: publishing through an adapter, consents, the tax committee's narrower grant.)\n"
+        "(README.md shows more: publishing through an adapter, subscribing, consents, the tax committee's narrower grant.)\n"
     );
 
     let outcome = demo.run(govbus_server::shutdown_on_signal()).await;

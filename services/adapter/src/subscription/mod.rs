@@ -358,7 +358,10 @@ impl Subscriptions {
                     format!("unknown record type {name:?}"),
                 )
             })?;
-            if !topics.iter().any(|t: &Arc<RecordTypeSpec>| t.name == spec.name) {
+            if !topics
+                .iter()
+                .any(|t: &Arc<RecordTypeSpec>| t.name == spec.name)
+            {
                 topics.push(spec.clone());
             }
         }

@@ -1,8 +1,11 @@
 //! `govbus run`: the whole bus on one machine with no set-up — an embedded
 //! Kafka-protocol cluster, the broker, and two demo agencies (civil registry
 //! and interior ministry), each with its own adapter and its own SQLite
-//! database of synthetic citizens published through its outbox table.
+//! database of synthetic citizens published through its outbox table. The
+//! interior ministry also subscribes to the civil registry's marriages
+//! (inbox table) and registers the new surnames they bring.
 
+mod interior_system;
 mod names;
 pub mod population;
 pub mod records;
@@ -10,7 +13,7 @@ pub mod records;
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result, bail};
-use govbus_adapter::{Adapter, AdapterConfig, OutboxConfig, outbox_table_ddl};
+use govbus_adapter::{Adapter, AdapterConfig, InboxConfig, OutboxConfig, outbox_table_ddl};
 use govbus_broker::{Broker, BrokerConfig};
 use govbus_core::Catalog;
 use govbus_kafka::{EmbeddedCluster, KafkaSettings};
@@ -20,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use prost::Message;
 use records::OutboxRow;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,7 +112,9 @@ pub struct Demo {
     adapters: Vec<(&'static str, Adapter)>,
     data_dir: PathBuf,
     example_subject: String,
+    renamed_subject: Option<(String, String)>,
     expected_records: i64,
+    interior_system: interior_system::InteriorSystem,
 }
 
 impl Demo {
@@ -138,6 +144,16 @@ impl Demo {
             .or_else(|| civil.first())
             .map(|r| r.subject_id.clone())
             .unwrap_or_default();
+        let renamed_subject = civil
+            .iter()
+            .filter(|r| r.record_type == "marriage_certificate" && r.status == "active")
+            .find_map(|r| {
+                let marriage =
+                    govbus_proto::records::MarriageCertificate::decode(r.payload.as_slice())
+                        .ok()?;
+                interior_system::surname_after(&marriage, &r.subject_id)
+                    .map(|surname| (r.subject_id.clone(), surname))
+            });
 
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
@@ -189,6 +205,12 @@ impl Demo {
             ),
             ("interior", INTERIOR, config.interior_listen),
         ] {
+            // The interior ministry learns of marriages through its inbox.
+            let inbox = (identity == INTERIOR).then(|| InboxConfig {
+                database_url: url(&format!("{name}.db")),
+                record_types: vec!["marriage_certificate".into()],
+                ..InboxConfig::default()
+            });
             let adapter = Adapter::build(AdapterConfig {
                 tls: Some(tls(identity)),
                 listen,
@@ -197,12 +219,15 @@ impl Demo {
                     database_url: url(&format!("{name}.db")),
                     ..OutboxConfig::default()
                 }),
+                policy_file: Some(policy_file.clone()),
+                inbox,
                 ..AdapterConfig::default()
             })
             .await
             .with_context(|| format!("{name} adapter did not start"))?;
             adapters.push((name, adapter));
         }
+        let interior_system = interior_system::InteriorSystem::open(&url("interior.db")).await?;
         Ok(Self {
             certs_dir: config.certs_dir,
             policy_file,
@@ -212,7 +237,9 @@ impl Demo {
             adapters,
             data_dir: config.data_dir,
             example_subject,
+            renamed_subject,
             expected_records,
+            interior_system,
         })
     }
 
@@ -248,6 +275,14 @@ impl Demo {
         &self.example_subject
     }
 
+    /// A married citizen whose new surname the interior ministry registers
+    /// (learned through its subscription), and that surname.
+    pub fn renamed_subject(&self) -> Option<(&str, &str)> {
+        self.renamed_subject
+            .as_ref()
+            .map(|(subject, surname)| (subject.as_str(), surname.as_str()))
+    }
+
     /// Serves until `shutdown`; then stops the adapters (flushing their
     /// producers), the broker (committing its offsets) and the cluster.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
@@ -268,9 +303,11 @@ impl Demo {
             }));
         }
         let broker = tokio::spawn(self.broker.run(broker_stop.clone()));
+        let interior_system = tokio::spawn(self.interior_system.run(adapters_stop.clone()));
 
         shutdown.cancelled().await;
         adapters_stop.cancel();
+        interior_system.await?;
         for task in tasks {
             task.await??;
         }
