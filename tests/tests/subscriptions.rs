@@ -267,7 +267,10 @@ async fn a_withdrawn_grant_ends_the_stream() {
         .expect("the stream ends");
     let status = ended.expect_err("ended with a status");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    assert!(status.message().contains("no subscription grant"), "{status:?}");
+    assert!(
+        status.message().contains("no subscription grant"),
+        "{status:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -203,8 +203,10 @@ impl Subscriptions {
                 .map_err(|_| SubscriptionError::AuditUnavailable)?;
         }
 
-        let mut open = self.open.lock().await;
-        if let Some(previous) = open.remove(&name) {
+        // The older stream's consumer must leave the group first; the map
+        // is not held meanwhile, so other subscriptions carry on.
+        let previous = self.open.lock().await.remove(&name);
+        if let Some(previous) = previous {
             info!(
                 subscription = name,
                 "subscription taken over by a newer stream"
@@ -234,7 +236,9 @@ impl Subscriptions {
             closing: self.closing.clone(),
         })
         .map_err(|e| SubscriptionError::Kafka(e.to_string()))?;
-        open.insert(
+        // A Subscribe racing this one for the same subscription: the newest
+        // (this one) wins.
+        let racing = self.open.lock().await.insert(
             name.clone(),
             OpenStream {
                 generation,
@@ -244,7 +248,9 @@ impl Subscriptions {
                 done: done.clone(),
             },
         );
-        drop(open);
+        if let Some(racing) = racing {
+            racing.stop.cancel();
+        }
         let hub = Arc::clone(self);
         tokio::spawn(async move {
             session.run().await;
