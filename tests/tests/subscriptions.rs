@@ -87,6 +87,15 @@ async fn publish_all(adapter: &Running, records: Vec<govbus_proto::v1::Record>) 
     );
 }
 
+/// Birth certificates of citizens 0..n.
+async fn publish_births(adapter: &Running, n: u32) {
+    publish_all(
+        adapter,
+        (0..n).map(|i| birth_record(&pinfl(i), 1, "Aziz")).collect(),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_subscriber_receives_exactly_its_granted_types_and_fields() {
     let bus = TestBus::start();
@@ -371,11 +380,7 @@ async fn a_subscriber_resumes_after_its_last_acknowledgement_with_no_gap() {
     let fhdy = bus.adapter(bus.adapter_config(FHDY)).await;
     let tax = bus.adapter(bus.adapter_config(TAX)).await;
     const N: u32 = 20;
-    publish_all(
-        &fhdy,
-        (0..N).map(|i| birth_record(&pinfl(i), 1, "Aziz")).collect(),
-    )
-    .await;
+    publish_births(&fhdy, N).await;
 
     let mut stream = subscribe(&tax, request("births", &["birth_certificate"]))
         .await
@@ -448,11 +453,7 @@ async fn a_subscriber_that_stops_reading_holds_back_nobody_else() {
         .unwrap()
         .into_inner();
     const N: u32 = 300;
-    publish_all(
-        &fhdy,
-        (0..N).map(|i| birth_record(&pinfl(i), 1, "Aziz")).collect(),
-    )
-    .await;
+    publish_births(&fhdy, N).await;
     // The tax committee gets everything meanwhile, and publishing goes on.
     let mut stream = subscribe(&tax, request("births", &["birth_certificate"]))
         .await

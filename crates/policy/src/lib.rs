@@ -176,12 +176,7 @@ impl Policy {
         let mut grants = Vec::with_capacity(file.grant.len());
         for (i, entry) in file.grant.into_iter().enumerate() {
             let at = format!("grant[{i}]");
-            let spec = catalog.get(&entry.record_type).ok_or_else(|| {
-                format!(
-                    "{at}.record_type: unknown record type {:?}",
-                    entry.record_type
-                )
-            })?;
+            let spec = known_type(&at, catalog, &entry.record_type)?;
             if entry.purposes.is_empty() || entry.purposes.iter().any(|p| p.trim().is_empty()) {
                 return Err(format!(
                     "{at}.purposes: list at least one non-empty purpose code"
@@ -198,12 +193,7 @@ impl Policy {
         let mut subscriptions = Vec::with_capacity(file.subscription.len());
         for (i, entry) in file.subscription.into_iter().enumerate() {
             let at = format!("subscription[{i}]");
-            let spec = catalog.get(&entry.record_type).ok_or_else(|| {
-                format!(
-                    "{at}.record_type: unknown record type {:?}",
-                    entry.record_type
-                )
-            })?;
+            let spec = known_type(&at, catalog, &entry.record_type)?;
             let fields = granted_fields(&at, spec, entry.fields)?;
             subscriptions.push(SubscriptionGrant {
                 consumer: entry.consumer,
@@ -325,6 +315,16 @@ impl Policy {
     pub fn consent_manager(&self) -> Option<&Identity> {
         self.consent_manager.as_ref()
     }
+}
+
+fn known_type<'c>(
+    at: &str,
+    catalog: &'c Catalog,
+    name: &str,
+) -> Result<&'c Arc<RecordTypeSpec>, String> {
+    catalog
+        .get(name)
+        .ok_or_else(|| format!("{at}.record_type: unknown record type {name:?}"))
 }
 
 /// `["*"]` (every field) or a list of the type's field names.

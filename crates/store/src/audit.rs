@@ -205,7 +205,7 @@ impl AuditLog {
         entries: &[AuditEntry],
     ) -> Result<(i64, Vec<u8>), StoreError> {
         let (mut seq, mut prev) = head;
-        let mut tx = self.db.begin_write().await?;
+        let mut statements = Vec::new();
         for chunk in entries.chunks(APPEND_ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO audit_log ({ENTRY_COLUMNS}) VALUES {}",
@@ -233,9 +233,20 @@ impl AuditLog {
                     .bind(hash.clone());
                 prev = hash;
             }
-            query.execute(&mut **tx).await?;
+            statements.push(query);
         }
-        tx.commit().await?;
+        // The usual group of concurrent requests fits one statement, which
+        // commits by itself: one round trip, not three (found by the bench).
+        if statements.len() == 1 {
+            let statement = statements.pop().expect("one statement");
+            self.db.write_one(statement).await?;
+        } else {
+            let mut tx = self.db.begin_write().await?;
+            for statement in statements {
+                statement.execute(&mut **tx).await?;
+            }
+            tx.commit().await?;
+        }
         Ok((seq, prev))
     }
 

@@ -101,6 +101,30 @@ impl std::ops::DerefMut for WriteTransaction {
     }
 }
 
+/// Copies the WAL back into the database file every 200 ms, beside the
+/// writers rather than inside one of their commits. SQLite's own
+/// auto-checkpoint runs in whichever commit crosses the threshold, and every
+/// request waiting on that commit (the audit group commit) waited for the
+/// checkpoint too: p99 at half load 10–17 ms with it, 6–7 ms without
+/// (docs/PROFILING.md). Ends when the last clone of its `Database` is gone.
+async fn checkpoint_in_background(pool: AnyPool, mut stop: tokio::sync::mpsc::Receiver<()>) {
+    loop {
+        tokio::select! {
+            _ = stop.recv() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "wal checkpoint failed");
+        }
+    }
+}
+
 /// SQLite creates the file but not its folder.
 fn create_parent_dir(url: &str) -> Result<(), StoreError> {
     let path = url
@@ -129,6 +153,8 @@ pub struct Database {
     pub pool: AnyPool,
     pub backend: Backend,
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Dropped with the last clone: stops the background checkpoints.
+    _checkpointer: tokio::sync::mpsc::Sender<()>,
 }
 
 impl Database {
@@ -170,6 +196,9 @@ impl Database {
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA synchronous = FULL").await?;
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        // Checkpoints run in the background (below); this
+                        // bound only matters if that task is gone.
+                        conn.execute("PRAGMA wal_autocheckpoint = 10000").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
                     }
                     Ok(())
@@ -177,10 +206,15 @@ impl Database {
             })
             .connect_with(options)
             .await?;
+        let (checkpointer, stop) = tokio::sync::mpsc::channel(1);
+        if backend == Backend::Sqlite {
+            tokio::spawn(checkpoint_in_background(pool.clone(), stop));
+        }
         Ok(Self {
             pool,
             backend,
             writer: Default::default(),
+            _checkpointer: checkpointer,
         })
     }
 
@@ -200,6 +234,21 @@ impl Database {
             tx: self.pool.begin().await?,
             _turn: turn,
         })
+    }
+
+    /// Runs one writing statement as its own transaction (SQLite and
+    /// PostgreSQL commit a lone statement implicitly), in this process's
+    /// turn like [`Self::begin_write`]: one round trip to the database
+    /// instead of three (BEGIN, the statement, COMMIT).
+    pub async fn write_one<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<sqlx::any::AnyQueryResult, StoreError> {
+        let _turn = match self.backend {
+            Backend::Sqlite => Some(self.writer.clone().lock_owned().await),
+            Backend::Postgres => None,
+        };
+        Ok(query.execute(&self.pool).await?)
     }
 
     /// Applies the migrations of `sqlite` or `postgres` flavour, whichever
