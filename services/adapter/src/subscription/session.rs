@@ -182,7 +182,9 @@ impl Session {
         let end = self.serve().await;
         if let End::Status(status) = end {
             info!(subscription = self.subscription, code = ?status.code(), message = status.message(), "subscription stream ended");
-            let _ = self.deliveries.try_send(Err(status));
+            // A stalled subscriber may never make room; do not wait long.
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.deliveries.send(Err(status)))
+                .await;
         } else {
             info!(
                 subscription = self.subscription,
