@@ -865,6 +865,23 @@ impl TestBus {
 }
 
 impl ServiceProcess {
+    /// A client of this (adapter) process, presenting `identity`'s certificate.
+    pub async fn adapter_client_as(
+        &self,
+        bus: &TestBus,
+        identity: &str,
+    ) -> AgencyAdapterClient<Channel> {
+        let tls = TlsMaterial::load(&bus.tls(identity)).expect("client tls");
+        let channel = Channel::from_shared(format!("https://{}", self.addr))
+            .expect("url")
+            .tls_config(tls.client_config("localhost"))
+            .expect("tls config")
+            .connect()
+            .await
+            .expect("service reachable over mTLS");
+        AgencyAdapterClient::new(channel)
+    }
+
     /// SIGTERM, then waits for the process to drain and exit.
     pub fn terminate(mut self) {
         let pid = self.child.id().to_string();

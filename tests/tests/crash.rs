@@ -144,3 +144,73 @@ async fn adapter_killed_before_kafka_acknowledges_and_a_retry_does_not_duplicate
     drop(process);
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribing_adapter_killed_resumes_after_the_last_acknowledgement() {
+    use govbus_proto::v1::{AcknowledgeRequest, SubscribeRequest};
+    let bus = TestBus::start();
+    let fhdy = bus.adapter(bus.adapter_config(FHDY)).await;
+    const N: u32 = 20;
+    let reply = publish(
+        &fhdy,
+        (0..N).map(|i| birth_record(&pinfl(i), 1, "Aziz")).collect(),
+    )
+    .await
+    .unwrap();
+    assert!(reply.results.iter().all(|r| r.error.is_empty()));
+    let mut config = bus.adapter_config(TAX);
+    config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let subscribe = SubscribeRequest {
+        subscription: "births".into(),
+        record_types: vec!["birth_certificate".into()],
+        filter: None,
+    };
+    let take = |stream: tonic::Streaming<govbus_proto::v1::Delivery>, n: usize| async move {
+        let mut stream = stream;
+        let mut got = Vec::new();
+        while got.len() < n {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(20), stream.message())
+                .await
+                .expect("deliveries keep coming")
+                .expect("stream healthy")
+                .expect("stream open");
+            got.push(next);
+        }
+        (stream, got)
+    };
+
+    let process = bus.spawn_service(SERVICE, "adapter", &config);
+    let mut client = process.adapter_client_as(&bus, TAX).await;
+    let stream = client
+        .subscribe(subscribe.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let (_stream, first) = take(stream, N as usize).await;
+    let half = (N / 2) as usize;
+    client
+        .acknowledge(AcknowledgeRequest {
+            subscription: "births".into(),
+            cursors: first[..half].iter().map(|d| d.cursor.clone()).collect(),
+        })
+        .await
+        .unwrap();
+    process.kill();
+
+    let subject = |d: &govbus_proto::v1::Delivery| d.record.as_ref().unwrap().subject_id.clone();
+    let unacknowledged: std::collections::BTreeSet<_> = first[half..].iter().map(subject).collect();
+    let process = bus.spawn_service(SERVICE, "adapter", &config);
+    let mut client = process.adapter_client_as(&bus, TAX).await;
+    let stream = client.subscribe(subscribe).await.unwrap().into_inner();
+    let (mut stream, rest) = take(stream, unacknowledged.len()).await;
+    assert_eq!(
+        rest.iter()
+            .map(subject)
+            .collect::<std::collections::BTreeSet<_>>(),
+        unacknowledged,
+        "exactly the unacknowledged half again: nothing skipped, nothing acknowledged repeated"
+    );
+    let more = tokio::time::timeout(std::time::Duration::from_millis(1500), stream.message()).await;
+    assert!(!matches!(more, Ok(Ok(Some(_)))), "nothing more: {more:?}");
+    process.terminate();
+}

@@ -154,6 +154,11 @@ impl AdapterConfig {
             ));
         }
         if let Some(inbox) = &self.inbox {
+            if self.policy_file.is_none() {
+                return Err(ConfigError::new(
+                    "inbox needs policy_file: its subscription is allowed only by a [[subscription]] grant",
+                ));
+            }
             govbus_store::Backend::from_url(&inbox.database_url)
                 .map_err(|e| ConfigError::new(format!("inbox.database_url: {e}")))?;
             check_table("inbox.table", &inbox.table)?;
@@ -211,6 +216,7 @@ mod tests {
                 bootstrap_servers: "127.0.0.1:9092".into(),
                 ..KafkaSettings::default()
             },
+            policy_file: Some("policy.toml".into()),
             ..AdapterConfig::default()
         }
     }
@@ -246,6 +252,17 @@ mod tests {
             "outbox.table",
         );
         check(|c| c.subscription_buffer = 0, "subscription_buffer");
+        check(
+            |c| {
+                c.policy_file = None;
+                c.inbox = Some(InboxConfig {
+                    database_url: "sqlite://x.db".into(),
+                    record_types: vec!["marriage_certificate".into()],
+                    ..InboxConfig::default()
+                })
+            },
+            "inbox needs policy_file",
+        );
         check(
             |c| {
                 c.inbox = Some(InboxConfig {
