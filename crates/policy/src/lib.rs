@@ -30,12 +30,9 @@
 //! say which of the three did not match, which a general engine's
 //! allow/deny answer does not tell.
 
-use std::{
-    collections::BTreeSet,
-    path::{Path, PathBuf},
-    sync::{Arc, RwLock},
-    time::{Duration, SystemTime},
-};
+mod store;
+
+use std::{collections::BTreeSet, path::Path, sync::Arc};
 
 use figment::{
     Figment,
@@ -44,8 +41,8 @@ use figment::{
 use govbus_core::{Catalog, RecordTypeSpec};
 use govbus_security::Identity;
 use serde::Deserialize;
-use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+
+pub use store::{PolicyStore, initial};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -308,6 +305,14 @@ impl Policy {
         Ok(Some(spec.field_numbers(&names).unwrap_or_default()))
     }
 
+    pub fn grant_count(&self) -> usize {
+        self.grants.len()
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
+    }
+
     pub fn consent_required(&self, record_type: &str) -> bool {
         self.consent_required.contains(record_type)
     }
@@ -347,82 +352,6 @@ fn granted_fields(
         ));
     }
     Ok(Some(fields.into_iter().collect()))
-}
-
-/// The policy in force, shared by the request handlers and the reloader.
-#[derive(Debug, Clone, Default)]
-pub struct PolicyStore {
-    current: Arc<RwLock<Arc<Policy>>>,
-}
-
-impl PolicyStore {
-    pub fn new(policy: Policy) -> Self {
-        Self {
-            current: Arc::new(RwLock::new(Arc::new(policy))),
-        }
-    }
-
-    pub fn current(&self) -> Arc<Policy> {
-        self.current
-            .read()
-            .map(|p| p.clone())
-            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
-    }
-
-    fn replace(&self, policy: Policy) {
-        match self.current.write() {
-            Ok(mut current) => *current = Arc::new(policy),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(policy),
-        }
-    }
-
-    /// Watches `path` and swaps in each new version that validates.
-    pub async fn watch(
-        self,
-        path: PathBuf,
-        catalog: Arc<Catalog>,
-        every: Duration,
-        stop: CancellationToken,
-    ) {
-        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let mut seen: Option<SystemTime> = modified(&path);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
-            }
-            let now = modified(&path);
-            if now == seen {
-                continue;
-            }
-            seen = now;
-            match Policy::load(&path, &catalog) {
-                Ok(policy) => {
-                    info!(
-                        path = %path.display(),
-                        grants = policy.grants.len(),
-                        subscriptions = policy.subscriptions.len(),
-                        "policy reloaded"
-                    );
-                    self.replace(policy);
-                }
-                Err(e) => {
-                    error!(error = %e, "policy file rejected; the last good policy stays in force")
-                }
-            }
-        }
-    }
-}
-
-/// Loads the configured policy, or the empty (deny-all) one.
-pub fn initial(path: Option<&Path>, catalog: &Catalog) -> Result<Policy, PolicyError> {
-    match path {
-        Some(path) => Policy::load(path, catalog),
-        None => {
-            warn!("no policy_file configured: every request will be denied");
-            Ok(Policy::default())
-        }
-    }
 }
 
 #[cfg(test)]

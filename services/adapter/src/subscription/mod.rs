@@ -8,6 +8,8 @@
 //! subscription is open at a time; the newest Subscribe wins.
 
 mod audit;
+mod cursor;
+mod request;
 mod session;
 
 use std::{
@@ -15,10 +17,10 @@ use std::{
     sync::Arc,
 };
 
-use govbus_core::{Catalog, RecordTypeSpec, SubjectId};
+use govbus_core::Catalog;
 use govbus_kafka::{KafkaSettings, RecordProducer};
 use govbus_policy::PolicyStore;
-use govbus_proto::v1::{Delivery, RecordStatus, SubscribeRequest};
+use govbus_proto::v1::{Delivery, SubscribeRequest};
 use govbus_security::{Identity, RecordChecker};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -26,8 +28,10 @@ use tonic::Status;
 use tracing::info;
 
 pub use audit::SubscriptionAudit;
+pub use cursor::{Cursor, CursorError};
+pub use request::Filter;
+use request::check_name;
 use session::{Ack, Session, SessionSpec};
-pub use session::{Cursor, CursorError};
 
 /// Why a Subscribe or Acknowledge call failed. One mapping to gRPC codes.
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +157,7 @@ impl Subscriptions {
         }
         let name = request.subscription.clone();
         let caller = self.identity.to_string();
-        let (topics, filter) = self.validate(request)?;
+        let (topics, filter) = request::validate(&self.catalog, request)?;
         let policy = self.policy.current();
         let mut denied = Vec::new();
         let mut granted = BTreeMap::new();
@@ -345,82 +349,6 @@ impl Subscriptions {
         for stream in streams {
             stream.stop_and_wait().await;
         }
-    }
-
-    /// Checks the request; returns the topics asked for and the filter.
-    fn validate(
-        &self,
-        request: SubscribeRequest,
-    ) -> Result<(Vec<Arc<RecordTypeSpec>>, Filter), SubscriptionError> {
-        check_name(&request.subscription)?;
-        if request.record_types.is_empty() {
-            return Err(invalid("record_types", "name at least one record type"));
-        }
-        let mut topics = Vec::new();
-        for (i, name) in request.record_types.iter().enumerate() {
-            let spec = self.catalog.get(name).ok_or_else(|| {
-                invalid(
-                    format!("record_types[{i}]"),
-                    format!("unknown record type {name:?}"),
-                )
-            })?;
-            if !topics
-                .iter()
-                .any(|t: &Arc<RecordTypeSpec>| t.name == spec.name)
-            {
-                topics.push(spec.clone());
-            }
-        }
-        let filter = request.filter.unwrap_or_default();
-        let mut subjects = Vec::new();
-        for (i, raw) in filter.subject_ids.iter().enumerate() {
-            let subject = SubjectId::parse(raw)
-                .map_err(|e| invalid(format!("filter.subject_ids[{i}]"), e.to_string()))?;
-            subjects.push(subject.as_str().to_string());
-        }
-        let mut statuses = Vec::new();
-        for (i, raw) in filter.statuses.iter().enumerate() {
-            match RecordStatus::try_from(*raw) {
-                Ok(RecordStatus::Active | RecordStatus::Revoked) => statuses.push(*raw),
-                _ => {
-                    return Err(invalid(
-                        format!("filter.statuses[{i}]"),
-                        format!("{raw} is not a record status (1 active, 2 revoked)"),
-                    ));
-                }
-            }
-        }
-        Ok((topics, Filter { subjects, statuses }))
-    }
-}
-
-/// Which records of the granted types a stream delivers.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    subjects: Vec<String>,
-    statuses: Vec<i32>,
-}
-
-impl Filter {
-    fn admits(&self, record: &govbus_proto::v1::Record) -> bool {
-        (self.subjects.is_empty() || self.subjects.contains(&record.subject_id))
-            && (self.statuses.is_empty() || self.statuses.contains(&record.status))
-    }
-}
-
-fn check_name(name: &str) -> Result<(), SubscriptionError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            "subscription",
-            "1 to 64 characters: letters, digits, '-' and '_'",
-        ))
     }
 }
 

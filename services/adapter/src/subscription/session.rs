@@ -8,7 +8,7 @@
 //! subscriber reads again. Nothing else shares this consumer, so a
 //! subscriber that stops reading holds back only itself.
 
-use std::{collections::HashMap, fmt, str::FromStr, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use govbus_kafka::KafkaSettings;
 use govbus_policy::PolicyStore;
@@ -24,59 +24,16 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, info, warn};
 
-use super::Filter;
+use super::{
+    Filter,
+    cursor::{Cursor, CursorError},
+};
 
 /// How long a full stream may stay full before its consumer pauses.
 const PAUSE_AFTER: Duration = Duration::from_millis(100);
 
 /// How often a stream reports its lag.
 const LAG_EVERY: Duration = Duration::from_secs(2);
-
-/// Where a delivered record sits: `<topic>:<partition>:<offset>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-}
-
-impl fmt::Display for Cursor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.topic, self.partition, self.offset)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CursorError {
-    #[error("{0:?} is not a cursor (topic:partition:offset, as delivered)")]
-    Malformed(String),
-    #[error("{reason}")]
-    NotDelivered { index: usize, reason: String },
-    #[error("commit failed: {0}")]
-    Commit(String),
-}
-
-impl FromStr for Cursor {
-    type Err = CursorError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let malformed = || CursorError::Malformed(s.chars().take(200).collect());
-        let mut parts = s.rsplitn(3, ':');
-        let offset = parts.next().and_then(|o| o.parse::<i64>().ok());
-        let partition = parts.next().and_then(|p| p.parse::<i32>().ok());
-        let topic = parts.next().filter(|t| !t.is_empty());
-        match (topic, partition, offset) {
-            (Some(topic), Some(partition), Some(offset)) if partition >= 0 && offset >= 0 => {
-                Ok(Self {
-                    topic: topic.to_string(),
-                    partition,
-                    offset,
-                })
-            }
-            _ => Err(malformed()),
-        }
-    }
-}
 
 /// An acknowledgement on its way to the session that delivered it.
 pub struct Ack {
@@ -453,25 +410,5 @@ impl Session {
             Err(e) => Err(CursorError::Commit(e.to_string())),
         };
         let _ = ack.reply.send(outcome);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let c = Cursor {
-            topic: "govbus.records.marriage_certificate".into(),
-            partition: 2,
-            offset: 41,
-        };
-        assert_eq!(c.to_string().parse::<Cursor>(), Ok(c));
-        for bad in [
-            "", "x", "t:1", "t:-1:4", "t:1:-4", ":1:2", "t:a:2", "t:1:2x",
-        ] {
-            assert!(bad.parse::<Cursor>().is_err(), "{bad:?} parsed");
-        }
     }
 }
