@@ -10,7 +10,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use govbus_kafka::KafkaSettings;
+use govbus_kafka::{HeaderExtractor, KafkaSettings};
 use govbus_policy::PolicyStore;
 use govbus_proto::v1::{Delivery, Record};
 use govbus_security::{Identity, RecordChecker};
@@ -22,7 +22,7 @@ use rdkafka::{
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{
     Filter,
@@ -68,6 +68,7 @@ pub struct SessionSpec<'a> {
 pub struct Session {
     consumer: Arc<StreamConsumer<SessionContext>>,
     subscription: String,
+    group_id: String,
     identity: Identity,
     filter: Filter,
     checker: RecordChecker,
@@ -122,6 +123,7 @@ impl Session {
         Ok(Self {
             consumer: Arc::new(consumer),
             subscription: spec.subscription,
+            group_id: spec.group_id,
             identity: spec.consumer,
             filter: spec.filter,
             checker: spec.checker,
@@ -171,30 +173,50 @@ impl Session {
                 }
                 m = self.consumer.recv() => m,
             };
-            let (cursor, delivery) = match message {
+            let m = match message {
                 Err(e) => {
                     warn!(subscription = self.subscription, error = %e, "subscription consumer error");
                     continue;
                 }
-                Ok(m) => {
-                    let cursor = Cursor {
-                        topic: m.topic().to_string(),
-                        partition: m.partition(),
-                        offset: m.offset(),
-                    };
-                    match self.prepare(
-                        &cursor,
-                        m.key().unwrap_or_default(),
-                        m.payload().unwrap_or_default(),
-                    ) {
-                        Ok(delivery) => (cursor, delivery),
-                        Err(end) => return end,
-                    }
-                }
+                Ok(m) => m,
             };
-            if let Some(delivery) = delivery
-                && let Some(end) = self.deliver(&cursor, delivery).await
-            {
+            let cursor = Cursor {
+                topic: m.topic().to_string(),
+                partition: m.partition(),
+                offset: m.offset(),
+            };
+            // One span per record, linked to the publisher's: a trace
+            // answers "did system S receive record X, and when".
+            let span = info_span!(
+                "deliver",
+                otel.name = format!("process {}", cursor.topic),
+                otel.kind = "consumer",
+                messaging.system = "kafka",
+                messaging.operation.type = "process",
+                messaging.consumer.group.name = self.group_id.as_str(),
+                subscription = self.subscription.as_str(),
+                cursor = %cursor,
+            );
+            if let Some(headers) = m.headers() {
+                govbus_telemetry::link_from(&span, &HeaderExtractor(headers));
+            }
+            let prepared = span.in_scope(|| {
+                self.prepare(
+                    &cursor,
+                    m.key().unwrap_or_default(),
+                    m.payload().unwrap_or_default(),
+                )
+            });
+            drop(m);
+            let delivery = match prepared {
+                Ok(Some(delivery)) => delivery,
+                Ok(None) => continue,
+                Err(end) => return end,
+            };
+            if let Some(record) = &delivery.record {
+                debug!(parent: &span, subscription = self.subscription, record_id = record.record_id, version = record.version, %cursor, "delivering");
+            }
+            if let Some(end) = self.deliver(&cursor, delivery).instrument(span).await {
                 return end;
             }
         }
