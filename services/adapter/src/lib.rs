@@ -181,23 +181,26 @@ impl Adapter {
     /// and the outbox round under way, and flushes the producer.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AdapterError> {
         info!(identity = %self.identity, addr = %self.local_addr, "adapter serving");
-        let metrics = self.metrics.map(|m| m.spawn(shutdown.child_token()));
+        // Everything beside the server stops with `shutdown`, or when the
+        // server itself fails.
+        let stop = shutdown.child_token();
+        let metrics = self.metrics.map(|m| m.spawn(stop.clone()));
         let outbox = self
             .outbox
-            .map(|connector| tokio::spawn(connector.run(shutdown.child_token())));
+            .map(|connector| tokio::spawn(connector.run(stop.clone())));
         let inbox = self
             .inbox
-            .map(|inbox| tokio::spawn(inbox.run(shutdown.child_token())));
+            .map(|inbox| tokio::spawn(inbox.run(stop.clone())));
         if let Some((path, every)) = self.policy_watch {
             let policy = self.subscriptions.policy().clone();
-            tokio::spawn(policy.watch(path, self.catalog.clone(), every, shutdown.child_token()));
+            tokio::spawn(policy.watch(path, self.catalog.clone(), every, stop.clone()));
         }
         // Subscription streams never end by themselves: end them, so the
         // server's graceful stop does not wait for them forever.
         let subscriptions = self.subscriptions.clone();
-        let stop = shutdown.clone();
+        let streams_stop = stop.clone();
         let streams_closed = tokio::spawn(async move {
-            stop.cancelled().await;
+            streams_stop.cancelled().await;
             subscriptions.close().await;
         });
         let served = govbus_server::serve(
@@ -206,6 +209,7 @@ impl Adapter {
             shutdown.clone().cancelled_owned(),
         )
         .await;
+        stop.cancel();
         for task in [outbox, inbox].into_iter().flatten() {
             let _ = task.await;
         }

@@ -168,11 +168,17 @@ pub async fn publish_to_kafka(
         }
         // Caught up: wait for a batch to gather rather than copy a few
         // entries at a time, each round a progress commit competing with
-        // the audit writer for the database (tails in the bench).
-        if published < COPY_BATCH {
+        // the audit writer for the database (tails in the bench). Nothing
+        // copied (nothing new, or a failure logged): wait longer.
+        let pause = match published {
+            0 => Duration::from_millis(500),
+            n if n < COPY_BATCH => Duration::from_millis(50),
+            _ => Duration::ZERO,
+        };
+        if !pause.is_zero() {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     }
