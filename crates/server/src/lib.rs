@@ -13,6 +13,25 @@ use tonic::{
 use tonic_health::server::HealthReporter;
 
 pub mod metrics;
+#[doc(hidden)]
+pub use tracing as __tracing;
+
+/// The server span of one RPC, with the OpenTelemetry RPC attributes:
+/// `rpc_span!("publish", "govbus.v1.AgencyAdapter", "Publish", records = n)`.
+#[macro_export]
+macro_rules! rpc_span {
+    ($name:literal, $service:literal, $method:literal $(, $($fields:tt)*)?) => {
+        $crate::__tracing::info_span!(
+            $name,
+            otel.name = concat!($service, "/", $method),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = $service,
+            rpc.method = $method
+            $(, $($fields)*)?
+        )
+    };
+}
 mod security;
 
 pub use security::{

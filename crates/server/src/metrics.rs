@@ -56,8 +56,20 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)
     Ok((listener, local))
 }
 
+/// Runs one RPC's handler, then counts it and records its latency.
+pub async fn observed<T>(
+    service: &'static str,
+    method: &'static str,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    let started = Instant::now();
+    let result = call.await;
+    observe_rpc(service, method, started, &result);
+    result
+}
+
 /// Counts a finished RPC and records its latency, by method and status code.
-pub fn observe_rpc<T>(
+fn observe_rpc<T>(
     service: &'static str,
     method: &'static str,
     started: Instant,

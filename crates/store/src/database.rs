@@ -226,10 +226,7 @@ impl Database {
     /// benchmark. Queued here, a writer starts as soon as the previous one
     /// commits. PostgreSQL writers run in parallel: no turn.
     pub async fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
-        let turn = match self.backend {
-            Backend::Sqlite => Some(self.writer.clone().lock_owned().await),
-            Backend::Postgres => None,
-        };
+        let turn = self.write_turn().await;
         Ok(WriteTransaction {
             tx: self.pool.begin().await?,
             _turn: turn,
@@ -244,11 +241,16 @@ impl Database {
         &self,
         query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> Result<sqlx::any::AnyQueryResult, StoreError> {
-        let _turn = match self.backend {
+        let _turn = self.write_turn().await;
+        Ok(query.execute(&self.pool).await?)
+    }
+
+    /// This process's turn to write (SQLite only; see `begin_write`).
+    async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match self.backend {
             Backend::Sqlite => Some(self.writer.clone().lock_owned().await),
             Backend::Postgres => None,
-        };
-        Ok(query.execute(&self.pool).await?)
+        }
     }
 
     /// Applies the migrations of `sqlite` or `postgres` flavour, whichever

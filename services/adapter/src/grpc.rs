@@ -9,7 +9,7 @@ use govbus_proto::v1::{
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, info};
 
 use crate::{
     publisher::{Prepared, Publisher, Refusal},
@@ -140,37 +140,35 @@ impl AgencyAdapter for AdapterService {
         &self,
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
-        let span = info_span!(
+        let span = govbus_server::rpc_span!(
             "publish",
-            otel.name = "govbus.v1.AgencyAdapter/Publish",
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = "govbus.v1.AgencyAdapter",
-            rpc.method = "Publish",
+            "govbus.v1.AgencyAdapter",
+            "Publish",
             records = request.get_ref().records.len()
         );
         govbus_server::continue_trace(&span, request.metadata());
-        let started = std::time::Instant::now();
-        let result = async move {
-            let caller = govbus_server::caller(&request)?;
-            self.check_caller(&caller).inspect_err(|e| {
-                info!(error = %e, "publish refused");
-            })?;
-            let prepared = self.prepare_all(request.into_inner()).inspect_err(|e| {
-                info!(error = %e, "publish rejected");
-            })?;
-            let results = self.publisher.send(prepared).await;
-            let failed = results
-                .iter()
-                .filter(|r| r.outcome != PublishOutcome::Accepted as i32)
-                .count();
-            info!(accepted = results.len() - failed, failed, "publish done");
-            Ok(Response::new(PublishResponse { results }))
-        }
-        .instrument(span)
-        .await;
-        govbus_server::metrics::observe_rpc("govbus.v1.AgencyAdapter", "Publish", started, &result);
-        result
+        govbus_server::metrics::observed(
+            "govbus.v1.AgencyAdapter",
+            "Publish",
+            async move {
+                let caller = govbus_server::caller(&request)?;
+                self.check_caller(&caller).inspect_err(|e| {
+                    info!(error = %e, "publish refused");
+                })?;
+                let prepared = self.prepare_all(request.into_inner()).inspect_err(|e| {
+                    info!(error = %e, "publish rejected");
+                })?;
+                let results = self.publisher.send(prepared).await;
+                let failed = results
+                    .iter()
+                    .filter(|r| r.outcome != PublishOutcome::Accepted as i32)
+                    .count();
+                info!(accepted = results.len() - failed, failed, "publish done");
+                Ok(Response::new(PublishResponse { results }))
+            }
+            .instrument(span),
+        )
+        .await
     }
 
     type SubscribeStream = ReceiverStream<Result<Delivery, Status>>;
@@ -179,79 +177,65 @@ impl AgencyAdapter for AdapterService {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let span = info_span!(
+        let span = govbus_server::rpc_span!(
             "subscribe",
-            otel.name = "govbus.v1.AgencyAdapter/Subscribe",
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = "govbus.v1.AgencyAdapter",
-            rpc.method = "Subscribe",
+            "govbus.v1.AgencyAdapter",
+            "Subscribe",
             subscription = %request.get_ref().subscription,
             request_id = tracing::field::Empty,
         );
         govbus_server::continue_trace(&span, request.metadata());
-        let started = std::time::Instant::now();
-        let result = async move {
-            let request_id = request_id(&request);
-            tracing::Span::current().record("request_id", request_id.as_str());
-            let caller = govbus_server::caller(&request)?;
-            let request = request.into_inner();
-            if let Err(e) = self.check_caller(&caller) {
-                info!(error = %e, "subscribe refused");
-                self.subscriptions
-                    .refuse_caller(&caller, &request, &e.to_string(), &request_id)
-                    .await?;
-                return Err(e.into());
-            }
-            let deliveries = self.subscriptions.open(request, &request_id).await?;
-            Ok(Response::new(ReceiverStream::new(deliveries)))
-        }
-        .instrument(span)
-        .await;
-        govbus_server::metrics::observe_rpc(
+        govbus_server::metrics::observed(
             "govbus.v1.AgencyAdapter",
             "Subscribe",
-            started,
-            &result,
-        );
-        result
+            async move {
+                let request_id = request_id(&request);
+                tracing::Span::current().record("request_id", request_id.as_str());
+                let caller = govbus_server::caller(&request)?;
+                let request = request.into_inner();
+                if let Err(e) = self.check_caller(&caller) {
+                    info!(error = %e, "subscribe refused");
+                    self.subscriptions
+                        .refuse_caller(&caller, &request, &e.to_string(), &request_id)
+                        .await?;
+                    return Err(e.into());
+                }
+                let deliveries = self.subscriptions.open(request, &request_id).await?;
+                Ok(Response::new(ReceiverStream::new(deliveries)))
+            }
+            .instrument(span),
+        )
+        .await
     }
 
     async fn acknowledge(
         &self,
         request: Request<AcknowledgeRequest>,
     ) -> Result<Response<AcknowledgeResponse>, Status> {
-        let span = info_span!(
+        let span = govbus_server::rpc_span!(
             "acknowledge",
-            otel.name = "govbus.v1.AgencyAdapter/Acknowledge",
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = "govbus.v1.AgencyAdapter",
-            rpc.method = "Acknowledge",
+            "govbus.v1.AgencyAdapter",
+            "Acknowledge",
             subscription = %request.get_ref().subscription,
             cursors = request.get_ref().cursors.len(),
         );
         govbus_server::continue_trace(&span, request.metadata());
-        let started = std::time::Instant::now();
-        let result = async move {
-            let caller = govbus_server::caller(&request)?;
-            self.check_caller(&caller)?;
-            let request = request.into_inner();
-            let advanced = self
-                .subscriptions
-                .acknowledge(&request.subscription, &request.cursors)
-                .await?;
-            Ok(Response::new(AcknowledgeResponse { advanced }))
-        }
-        .instrument(span)
-        .await;
-        govbus_server::metrics::observe_rpc(
+        govbus_server::metrics::observed(
             "govbus.v1.AgencyAdapter",
             "Acknowledge",
-            started,
-            &result,
-        );
-        result
+            async move {
+                let caller = govbus_server::caller(&request)?;
+                self.check_caller(&caller)?;
+                let request = request.into_inner();
+                let advanced = self
+                    .subscriptions
+                    .acknowledge(&request.subscription, &request.cursors)
+                    .await?;
+                Ok(Response::new(AcknowledgeResponse { advanced }))
+            }
+            .instrument(span),
+        )
+        .await
     }
 }
 

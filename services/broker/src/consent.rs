@@ -149,24 +149,19 @@ impl ConsentsApi for ConsentService {
         &self,
         request: Request<GrantConsentRequest>,
     ) -> Result<Response<Consent>, Status> {
-        let started = std::time::Instant::now();
-        let result = self.grant(request).await;
-        govbus_server::metrics::observe_rpc("govbus.v1.Consents", "GrantConsent", started, &result);
-        result
+        govbus_server::metrics::observed("govbus.v1.Consents", "GrantConsent", self.grant(request))
+            .await
     }
 
     async fn revoke_consent(
         &self,
         request: Request<RevokeConsentRequest>,
     ) -> Result<Response<Consent>, Status> {
-        let started = std::time::Instant::now();
-        let result = self.revoke(request).await;
-        govbus_server::metrics::observe_rpc(
+        govbus_server::metrics::observed(
             "govbus.v1.Consents",
             "RevokeConsent",
-            started,
-            &result,
-        );
-        result
+            self.revoke(request),
+        )
+        .await
     }
 }

@@ -16,7 +16,7 @@ use govbus_store::{
     AuditEntry, AuditLog, ConsentScope, ConsentState, Consents, Showcase, StoreError, StoredRecord,
 };
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, error, info, info_span};
+use tracing::{Instrument, error, info};
 
 use govbus_policy::{Denial, PolicyStore};
 
@@ -347,134 +347,123 @@ impl OnceOnly for OnceOnlyService {
         &self,
         request: Request<GetEvidenceRequest>,
     ) -> Result<Response<GetEvidenceResponse>, Status> {
-        let span = info_span!(
+        let span = govbus_server::rpc_span!(
             "get_evidence",
-            otel.name = "govbus.v1.OnceOnly/GetEvidence",
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = "govbus.v1.OnceOnly",
-            rpc.method = "GetEvidence",
+            "govbus.v1.OnceOnly",
+            "GetEvidence",
             request_id = tracing::field::Empty,
             record_type = %request.get_ref().record_type,
             caller = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
         govbus_server::continue_trace(&span, request.metadata());
-        let started = std::time::Instant::now();
-        let result = async move {
-            let span = tracing::Span::current();
-            span.record("trace_id", govbus_telemetry::current_trace_id());
-            let caller = govbus_server::caller(&request)?;
-            span.record("caller", caller.to_string());
-            let request = request.into_inner();
-            let raw = AuditEntry {
-                at_us: now_micros(),
-                caller: caller.to_string(),
-                subject_id: request.subject_id.chars().take(64).collect(),
-                record_type: request.record_type.chars().take(64).collect(),
-                purpose: request.purpose.chars().take(128).collect(),
-                fields: String::new(),
-                decision: "invalid".into(),
-                reason: String::new(),
-                request_id: request.request_id.chars().take(128).collect(),
-                trace_id: govbus_telemetry::current_trace_id(),
-                records: 0,
-            };
-            let (result, entry) = match EvidenceQuery::parse(request, &self.catalog) {
-                Err(e) => {
-                    info!(error = %e, "evidence request rejected");
-                    let entry = AuditEntry {
-                        reason: e.to_string(),
-                        ..raw
-                    };
-                    (Err(e), entry)
-                }
-                Ok(query) => {
-                    span.record("request_id", query.request_id.as_str());
-                    let result = self.evidence(&caller, &query).await;
-                    let entry = audit_entry(raw, &query, &result);
-                    match &result {
-                        Ok((reply, _)) => info!(
-                            purpose = query.purpose,
-                            records = reply.evidence.len(),
-                            "evidence served"
-                        ),
-                        // Not-found and consent messages name the subject; the log must not.
-                        Err(e) => {
-                            let outcome = match e {
-                                EvidenceError::NotFound { .. } => "not found".to_string(),
-                                EvidenceError::NoConsent { state, .. } => {
-                                    format!("consent {state}")
-                                }
-                                EvidenceError::Denied(denial) => denial.to_string(),
-                                _ => "failed".to_string(),
-                            };
-                            info!(purpose = query.purpose, outcome, "no evidence served");
-                        }
+        govbus_server::metrics::observed(
+            "govbus.v1.OnceOnly",
+            "GetEvidence",
+            async move {
+                let span = tracing::Span::current();
+                span.record("trace_id", govbus_telemetry::current_trace_id());
+                let caller = govbus_server::caller(&request)?;
+                span.record("caller", caller.to_string());
+                let request = request.into_inner();
+                let raw = AuditEntry {
+                    at_us: now_micros(),
+                    caller: caller.to_string(),
+                    subject_id: request.subject_id.chars().take(64).collect(),
+                    record_type: request.record_type.chars().take(64).collect(),
+                    purpose: request.purpose.chars().take(128).collect(),
+                    fields: String::new(),
+                    decision: "invalid".into(),
+                    reason: String::new(),
+                    request_id: request.request_id.chars().take(128).collect(),
+                    trace_id: govbus_telemetry::current_trace_id(),
+                    records: 0,
+                };
+                let (result, entry) = match EvidenceQuery::parse(request, &self.catalog) {
+                    Err(e) => {
+                        info!(error = %e, "evidence request rejected");
+                        let entry = AuditEntry {
+                            reason: e.to_string(),
+                            ..raw
+                        };
+                        (Err(e), entry)
                     }
-                    (result, entry)
+                    Ok(query) => {
+                        span.record("request_id", query.request_id.as_str());
+                        let result = self.evidence(&caller, &query).await;
+                        let entry = audit_entry(raw, &query, &result);
+                        match &result {
+                            Ok((reply, _)) => info!(
+                                purpose = query.purpose,
+                                records = reply.evidence.len(),
+                                "evidence served"
+                            ),
+                            // Not-found and consent messages name the subject; the log must not.
+                            Err(e) => {
+                                let outcome = match e {
+                                    EvidenceError::NotFound { .. } => "not found".to_string(),
+                                    EvidenceError::NoConsent { state, .. } => {
+                                        format!("consent {state}")
+                                    }
+                                    EvidenceError::Denied(denial) => denial.to_string(),
+                                    _ => "failed".to_string(),
+                                };
+                                info!(purpose = query.purpose, outcome, "no evidence served");
+                            }
+                        }
+                        (result, entry)
+                    }
+                };
+                // No answer, not even a refusal, leaves without its audit entry.
+                if let Err(e) = self.audit.record(entry).await {
+                    error!(error = %e, "audit entry not written; nothing released");
+                    return Err(Status::unavailable(
+                        "audit trail unavailable; nothing was released",
+                    ));
                 }
-            };
-            // No answer, not even a refusal, leaves without its audit entry.
-            if let Err(e) = self.audit.record(entry).await {
-                error!(error = %e, "audit entry not written; nothing released");
-                return Err(Status::unavailable(
-                    "audit trail unavailable; nothing was released",
-                ));
+                result
+                    .map(|(reply, _)| Response::new(reply))
+                    .map_err(Status::from)
             }
-            result
-                .map(|(reply, _)| Response::new(reply))
-                .map_err(Status::from)
-        }
-        .instrument(span)
-        .await;
-        govbus_server::metrics::observe_rpc("govbus.v1.OnceOnly", "GetEvidence", started, &result);
-        result
+            .instrument(span),
+        )
+        .await
     }
 
     async fn list_accesses(
         &self,
         request: Request<ListAccessesRequest>,
     ) -> Result<Response<ListAccessesResponse>, Status> {
-        let started = std::time::Instant::now();
-        let result = match govbus_server::caller(&request) {
-            Ok(caller) => {
-                crate::accesses::list(&self.audit_log, &self.policy, &caller, request.into_inner())
-                    .await
-                    .map(Response::new)
-            }
-            Err(status) => Err(status),
-        };
-        govbus_server::metrics::observe_rpc("govbus.v1.OnceOnly", "ListAccesses", started, &result);
-        result
+        govbus_server::metrics::observed("govbus.v1.OnceOnly", "ListAccesses", async move {
+            let caller = govbus_server::caller(&request)?;
+            crate::accesses::list(&self.audit_log, &self.policy, &caller, request.into_inner())
+                .await
+                .map(Response::new)
+        })
+        .await
     }
 
     async fn list_record_types(
         &self,
         _request: Request<ListRecordTypesRequest>,
     ) -> Result<Response<ListRecordTypesResponse>, Status> {
-        let started = std::time::Instant::now();
-        let policy = self.policy.current();
-        let record_types = self
-            .catalog
-            .iter()
-            .map(|spec| RecordTypeInfo {
-                name: spec.name.clone(),
-                message_type: spec.message.full_name().to_string(),
-                owner: spec.owner.clone(),
-                description: spec.description.clone(),
-                topic: spec.topic.clone(),
-                fields: spec.field_names(),
-                consent_required: policy.consent_required(&spec.name),
-            })
-            .collect();
-        let result = Ok(Response::new(ListRecordTypesResponse { record_types }));
-        govbus_server::metrics::observe_rpc(
-            "govbus.v1.OnceOnly",
-            "ListRecordTypes",
-            started,
-            &result,
-        );
-        result
+        govbus_server::metrics::observed("govbus.v1.OnceOnly", "ListRecordTypes", async {
+            let policy = self.policy.current();
+            let record_types = self
+                .catalog
+                .iter()
+                .map(|spec| RecordTypeInfo {
+                    name: spec.name.clone(),
+                    message_type: spec.message.full_name().to_string(),
+                    owner: spec.owner.clone(),
+                    description: spec.description.clone(),
+                    topic: spec.topic.clone(),
+                    fields: spec.field_names(),
+                    consent_required: policy.consent_required(&spec.name),
+                })
+                .collect();
+            Ok(Response::new(ListRecordTypesResponse { record_types }))
+        })
+        .await
     }
 }

@@ -83,17 +83,14 @@ struct OpenStream {
     generation: u64,
     stop: CancellationToken,
     acks: mpsc::Sender<Ack>,
-    finished: Arc<tokio::sync::Notify>,
-    done: Arc<std::sync::atomic::AtomicBool>,
+    /// The session's task: done once its consumer has left the group.
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl OpenStream {
-    async fn stop_and_wait(&self) {
-        let notified = self.finished.notified();
+    async fn stop_and_wait(self) {
         self.stop.cancel();
-        if !self.done.load(std::sync::atomic::Ordering::Acquire) {
-            notified.await;
-        }
+        let _ = self.task.await;
     }
 }
 
@@ -223,8 +220,6 @@ impl Subscriptions {
         let (tx, rx) = mpsc::channel(self.buffer);
         let (acks_tx, acks_rx) = mpsc::channel(16);
         let stop = self.closing.child_token();
-        let finished = Arc::new(tokio::sync::Notify::new());
-        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let session = Session::start(SessionSpec {
             group_id: group_id(&self.identity, &name),
             subscription: name.clone(),
@@ -240,31 +235,32 @@ impl Subscriptions {
             closing: self.closing.clone(),
         })
         .map_err(|e| SubscriptionError::Kafka(e.to_string()))?;
+        let hub = Arc::clone(self);
+        let subscription = name.clone();
+        let task = tokio::spawn(async move {
+            session.run().await;
+            let mut open = hub.open.lock().await;
+            if open
+                .get(&subscription)
+                .is_some_and(|s| s.generation == generation)
+            {
+                open.remove(&subscription);
+            }
+        });
         // A Subscribe racing this one for the same subscription: the newest
         // (this one) wins.
         let racing = self.open.lock().await.insert(
-            name.clone(),
+            name,
             OpenStream {
                 generation,
                 stop,
                 acks: acks_tx,
-                finished: finished.clone(),
-                done: done.clone(),
+                task,
             },
         );
         if let Some(racing) = racing {
             racing.stop.cancel();
         }
-        let hub = Arc::clone(self);
-        tokio::spawn(async move {
-            session.run().await;
-            done.store(true, std::sync::atomic::Ordering::Release);
-            finished.notify_waiters();
-            let mut open = hub.open.lock().await;
-            if open.get(&name).is_some_and(|s| s.generation == generation) {
-                open.remove(&name);
-            }
-        });
         Ok(rx)
     }
 
