@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+
 use govbus_kafka::KafkaSettings;
 use govbus_proto::v1::{PublishRequest, Record, agency_adapter_client::AgencyAdapterClient};
 use govbus_security::Signer;
@@ -40,6 +42,58 @@ impl Throughput {
     pub fn per_second(&self) -> f64 {
         self.records as f64 / self.elapsed.as_secs_f64()
     }
+}
+
+/// What the two signature steps of every record cost on one core: the
+/// adapter signs, the broker checks (decode, owner, certificate, signature,
+/// validation). Their sum bounds any ingest that signs and checks each
+/// record, before Kafka, gRPC or SQL do anything.
+#[derive(Debug, Clone, Copy)]
+pub struct SignatureCost {
+    pub sign: Duration,
+    pub check: Duration,
+    pub cores: usize,
+}
+
+impl SignatureCost {
+    /// Records/s that signing and checking alone would allow on every core.
+    pub fn ceiling(&self) -> f64 {
+        self.cores as f64 / (self.sign + self.check).as_secs_f64()
+    }
+}
+
+/// Times `samples` signatures and checks of birth records, one at a time.
+pub fn signature_cost(
+    signer: &Signer,
+    checker: &govbus_security::RecordChecker,
+    samples: u64,
+) -> anyhow::Result<SignatureCost> {
+    let topic = checker
+        .catalog()
+        .get(seed::RECORD_TYPE)
+        .map(|spec| spec.topic.clone())
+        .context("birth certificates in the catalog")?;
+    let mut sign = Duration::ZERO;
+    let mut check = Duration::ZERO;
+    for n in 0..samples {
+        let mut record = govbus_tests::birth_record(&seed::citizen(n), 1, "Aziza");
+        record.record_id = uuid::Uuid::now_v7().to_string();
+        record.source_agency = signer.identity().agency().to_string();
+        record.source_system = signer.identity().system().to_string();
+        let started = Instant::now();
+        signer.sign(&mut record)?;
+        sign += started.elapsed();
+        let envelope = record.encode_to_vec();
+        let started = Instant::now();
+        let checked = checker.check(&topic, record.subject_id.as_bytes(), &envelope);
+        check += started.elapsed();
+        checked.map_err(|reason| anyhow::anyhow!("a signed record fails its check: {reason}"))?;
+    }
+    Ok(SignatureCost {
+        sign: sign / samples as u32,
+        check: check / samples as u32,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    })
 }
 
 /// Unsigned births of citizens `from..to`, as an agency would send them.

@@ -250,7 +250,21 @@ impl Bench {
             batch: self.args.ingest_batch,
             publishers: 4,
         };
-        let signer = TlsMaterial::load(&bus.tls(FHDY))?.signer()?;
+        let tls = TlsMaterial::load(&bus.tls(FHDY))?;
+        let signer = tls.signer()?;
+        step("ingest: what signing and checking one record cost");
+        let checker = govbus_security::RecordChecker::new(
+            Arc::new(govbus_core::Catalog::builtin()),
+            tls.ca_der().to_vec(),
+        );
+        let signatures = ingest::signature_cost(&signer, &checker, 2_000)?;
+        println!(
+            "   sign {:.1} µs, check {:.1} µs: at most {:.0} records/s on {} cores",
+            signatures.sign.as_secs_f64() * 1e6,
+            signatures.check.as_secs_f64() * 1e6,
+            signatures.ceiling(),
+            signatures.cores
+        );
         step(&format!(
             "ingest: raw rdkafka, {} records produced and consumed",
             shape.records
@@ -317,6 +331,7 @@ impl Bench {
         report.ingest = Some(IngestResult {
             govbus,
             raw,
+            signatures,
             envelope_bytes: seed::signed_birth(&signer, 0, 1)?.encoded_len(),
             batch: shape.batch,
             publishers: shape.publishers,

@@ -65,3 +65,61 @@ async fn a_batch_with_many_versions_of_one_record_keeps_the_newest() {
     assert_eq!(showcase.count().await.unwrap(), 2);
     assert_eq!(showcase.history_count().await.unwrap(), 4);
 }
+
+/// Concurrent reads share statements (crates/store/src/current_reads.rs):
+/// each caller still gets exactly its own subject's records of its own
+/// type, in record-key order, and nothing when there are none.
+#[tokio::test]
+async fn concurrent_reads_each_get_their_own_records() {
+    let bus = TestBus::start();
+    let showcase = open_showcase(&bus, "showcase.db").await;
+    let mut batch = Vec::new();
+    for n in 0..40u32 {
+        // Citizen n has n % 4 birth records, keys in reverse order of offset.
+        for k in 0..n % 4 {
+            let mut item = ingested(&pinfl(n), 1, i64::from(n * 10 + 3 - k));
+            item.record.record_key = format!("key-{k}");
+            item.envelope = item.record.encode_to_vec();
+            batch.push(item);
+        }
+    }
+    // Another type for citizen 5 must not show among their births.
+    let mut marriage = ingested(&pinfl(5), 1, 999);
+    marriage.record.record_type = "marriage_certificate".into();
+    marriage.envelope = marriage.record.encode_to_vec();
+    batch.push(marriage);
+    showcase.apply(&batch).await.expect("batch applies");
+
+    let lookups = (0..40u32).map(|n| {
+        let showcase = showcase.clone();
+        async move {
+            let births = showcase.current("birth_certificate", &pinfl(n)).await;
+            (n, births.expect("read answers"))
+        }
+    });
+    let answers = futures::future::join_all(lookups).await;
+    for (n, births) in answers {
+        let keys: Vec<&str> = births
+            .iter()
+            .map(|s| s.record.record_key.as_str())
+            .collect();
+        let expected: Vec<String> = (0..n % 4).map(|k| format!("key-{k}")).collect();
+        assert_eq!(keys, expected, "citizen {n}");
+        for stored in &births {
+            assert_eq!(stored.record.subject_id, pinfl(n));
+            assert_eq!(stored.record.record_type, "birth_certificate");
+        }
+    }
+    let marriages = showcase
+        .current("marriage_certificate", &pinfl(5))
+        .await
+        .unwrap();
+    assert_eq!(marriages.len(), 1);
+    assert_eq!(marriages[0].offset, 999);
+    // Keys travel as JSON: quotes and backslashes are data, not syntax.
+    let odd = showcase
+        .current("birth_certificate", "a\"], [\"b\\")
+        .await
+        .expect("an odd key is just not found");
+    assert!(odd.is_empty());
+}

@@ -22,6 +22,11 @@ pub enum StoreError {
     },
     #[error("stored envelope does not decode: {0}")]
     Corrupt(#[from] prost::DecodeError),
+    #[error("the showcase reader has stopped")]
+    ReaderStopped,
+    /// One failure of a statement that answered several callers.
+    #[error("{0}")]
+    Shared(std::sync::Arc<StoreError>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,20 +238,18 @@ impl Database {
         })
     }
 
-    /// Runs one writing statement as its own transaction (SQLite and
-    /// PostgreSQL commit a lone statement implicitly), in this process's
-    /// turn like [`Self::begin_write`]: one round trip to the database
-    /// instead of three (BEGIN, the statement, COMMIT).
-    pub async fn write_one<'q>(
-        &self,
-        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    ) -> Result<sqlx::any::AnyQueryResult, StoreError> {
-        let _turn = self.write_turn().await;
-        Ok(query.execute(&self.pool).await?)
+    /// A connection of this database kept out of the pool, for a task that
+    /// uses one all the time (coalesced reads, the audit writer): the pool
+    /// pings every connection it takes back (a hand-off to SQLite's thread,
+    /// a round trip on PostgreSQL) and a kept connection keeps its page
+    /// cache. Its holder drops it after an error; the pool opens a
+    /// replacement for the next caller.
+    pub async fn detached(&self) -> Result<sqlx::AnyConnection, StoreError> {
+        Ok(self.pool.acquire().await?.detach())
     }
 
     /// This process's turn to write (SQLite only; see `begin_write`).
-    async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         match self.backend {
             Backend::Sqlite => Some(self.writer.clone().lock_owned().await),
             Backend::Postgres => None,

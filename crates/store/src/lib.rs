@@ -3,10 +3,13 @@
 
 pub mod audit;
 mod consents;
+mod current_reads;
 mod database;
 mod showcase;
 
-pub use audit::{AccessScope, AuditEntry, AuditLog, ChainFault, ChainedEntry, Checkpoint};
+pub use audit::{
+    AccessScope, Appender, AuditEntry, AuditLog, ChainFault, ChainedEntry, Checkpoint,
+};
 pub use consents::{ConsentRecord, ConsentScope, ConsentState, Consents};
 pub use database::{Backend, Database, StoreError, WriteTransaction};
 pub use showcase::{ApplyStats, IngestedRecord, Showcase, ShowcaseDigest, StoredRecord};

@@ -4,7 +4,9 @@ use govbus_proto::v1::Record;
 use prost::Message;
 use sqlx::Row;
 
-use crate::{Database, StoreError};
+use std::sync::{Arc, OnceLock};
+
+use crate::{Database, StoreError, current_reads::CurrentReads};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -43,6 +45,9 @@ pub struct ApplyStats {
 #[derive(Debug, Clone)]
 pub struct Showcase {
     db: Database,
+    /// Started by the first `current` call: a showcase only written to
+    /// (ingest, seeding) keeps no reader.
+    reads: Arc<OnceLock<CurrentReads>>,
 }
 
 const RECORD_COLUMNS: &str = "record_type, subject_id, record_key, version, record_id, status, \
@@ -104,7 +109,10 @@ impl Showcase {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let db = Database::connect(url).await?;
         db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            reads: Default::default(),
+        })
     }
 
     pub fn database(&self) -> &Database {
@@ -177,6 +185,8 @@ impl Showcase {
     }
 
     /// The current records of one type about one subject, by record key.
+    /// Concurrent calls share one statement (see `current_reads`); the span
+    /// is the caller's wait for it.
     #[tracing::instrument(name = "showcase_current", skip_all, fields(
         otel.name = "SELECT showcase_records",
         otel.kind = "client",
@@ -189,23 +199,20 @@ impl Showcase {
         record_type: &str,
         subject_id: &str,
     ) -> Result<Vec<StoredRecord>, StoreError> {
-        let sql = "SELECT envelope, kafka_topic, kafka_partition, kafka_offset, ingested_at_us \
-                   FROM showcase_records WHERE record_type = $1 AND subject_id = $2 \
-                   ORDER BY record_key";
-        let rows = sqlx::query(sql)
-            .bind(record_type)
-            .bind(subject_id)
-            .fetch_all(&self.db.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let envelope: Vec<u8> = row.try_get(0)?;
+        let reads = self
+            .reads
+            .get_or_init(|| CurrentReads::start(self.db.clone()));
+        reads
+            .current(record_type, subject_id)
+            .await?
+            .into_iter()
+            .map(|raw| {
                 Ok(StoredRecord {
-                    record: Record::decode(envelope.as_slice())?,
-                    topic: row.try_get(1)?,
-                    partition: row.try_get::<i64, _>(2)? as i32,
-                    offset: row.try_get(3)?,
-                    ingested_at_us: row.try_get(4)?,
+                    record: Record::decode(raw.envelope.as_slice())?,
+                    topic: raw.topic,
+                    partition: raw.partition as i32,
+                    offset: raw.offset,
+                    ingested_at_us: raw.ingested_at_us,
                 })
             })
             .collect()

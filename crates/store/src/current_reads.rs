@@ -1,0 +1,145 @@
+//! Coalesced reads of current records: concurrent `Showcase::current` calls
+//! share one statement on one connection kept out of the pool.
+//!
+//! Why: on SQLite, sqlx runs each connection on an OS thread of its own and
+//! every statement is a hand-off to that thread and back, and its pool pings
+//! every connection it takes back (one more hand-off; a network round trip
+//! on PostgreSQL). On two cores those context switches were the largest
+//! item of the query path (docs/PROFILING.md). Reads gather while the
+//! previous statement runs, like the audit trail's group commit: one caller
+//! alone waits for nothing, many callers share a statement.
+
+use std::{collections::HashMap, sync::Arc};
+
+use futures::TryStreamExt as _;
+use sqlx::Row as _;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Backend, Database, StoreError};
+
+/// Lookups one statement answers, at most.
+const MAX_BATCH: usize = 256;
+
+/// A current record's columns, not yet decoded (callers decode on their own
+/// task, not on the reader's).
+#[derive(Debug)]
+pub(crate) struct RawRecord {
+    pub envelope: Vec<u8>,
+    pub topic: String,
+    pub partition: i64,
+    pub offset: i64,
+    pub ingested_at_us: i64,
+}
+
+type Answer = Result<Vec<RawRecord>, StoreError>;
+
+struct Lookup {
+    record_type: String,
+    subject_id: String,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// The queue of the reader task; the task ends when the last handle is gone.
+#[derive(Debug, Clone)]
+pub(crate) struct CurrentReads {
+    queue: mpsc::Sender<Lookup>,
+}
+
+impl CurrentReads {
+    pub fn start(db: Database) -> Self {
+        let (queue, lookups) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(read_in_batches(db, lookups));
+        Self { queue }
+    }
+
+    pub async fn current(&self, record_type: &str, subject_id: &str) -> Answer {
+        let (reply, answer) = oneshot::channel();
+        let lookup = Lookup {
+            record_type: record_type.to_string(),
+            subject_id: subject_id.to_string(),
+            reply,
+        };
+        let stopped = || StoreError::ReaderStopped;
+        self.queue.send(lookup).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// Current records of many (record type, subject) pairs, each pair's in
+/// record-key order, tagged with the pair's index in the JSON array `$1`.
+fn batch_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => {
+            "SELECT CAST(j.key AS INTEGER), r.envelope, r.kafka_topic, r.kafka_partition, \
+                    r.kafka_offset, r.ingested_at_us \
+             FROM json_each($1) AS j \
+             JOIN showcase_records AS r \
+               ON r.record_type = j.value ->> 0 AND r.subject_id = j.value ->> 1 \
+             ORDER BY j.key, r.record_key"
+        }
+        Backend::Postgres => {
+            "SELECT j.n - 1, r.envelope, r.kafka_topic, r.kafka_partition, \
+                    r.kafka_offset, r.ingested_at_us \
+             FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS j(v, n) \
+             JOIN showcase_records AS r \
+               ON r.record_type = j.v ->> 0 AND r.subject_id = j.v ->> 1 \
+             ORDER BY j.n, r.record_key"
+        }
+    }
+}
+
+async fn read_in_batches(db: Database, mut lookups: mpsc::Receiver<Lookup>) {
+    let mut connection: Option<sqlx::AnyConnection> = None;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while lookups.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let outcome = read_batch(&db, &mut connection, &batch).await;
+        match outcome {
+            Ok(mut found) => {
+                for (i, lookup) in batch.drain(..).enumerate() {
+                    let _ = lookup.reply.send(Ok(found.remove(&i).unwrap_or_default()));
+                }
+            }
+            Err(e) => {
+                // The connection may be broken: the next batch opens another.
+                connection = None;
+                let shared = Arc::new(e);
+                for lookup in batch.drain(..) {
+                    let _ = lookup.reply.send(Err(StoreError::Shared(shared.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// No span of its own: each caller's `showcase_current` span covers its
+/// wait, in its own trace.
+async fn read_batch(
+    db: &Database,
+    connection: &mut Option<sqlx::AnyConnection>,
+    batch: &[Lookup],
+) -> Result<HashMap<usize, Vec<RawRecord>>, StoreError> {
+    let conn = match connection {
+        Some(conn) => conn,
+        None => connection.insert(db.detached().await?),
+    };
+    let pairs: Vec<[&str; 2]> = batch
+        .iter()
+        .map(|l| [l.record_type.as_str(), l.subject_id.as_str()])
+        .collect();
+    let keys = serde_json::to_string(&pairs).expect("strings serialise");
+    let mut rows = sqlx::query(batch_sql(db.backend))
+        .bind(keys)
+        .fetch(&mut *conn);
+    let mut found: HashMap<usize, Vec<RawRecord>> = HashMap::with_capacity(batch.len());
+    while let Some(row) = rows.try_next().await? {
+        let index: i64 = row.try_get(0)?;
+        found.entry(index as usize).or_default().push(RawRecord {
+            envelope: row.try_get(1)?,
+            topic: row.try_get(2)?,
+            partition: row.try_get(3)?,
+            offset: row.try_get(4)?,
+            ingested_at_us: row.try_get(5)?,
+        });
+    }
+    Ok(found)
+}
