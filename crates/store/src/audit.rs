@@ -4,7 +4,7 @@
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use crate::{Database, StoreError};
+use crate::{Database, StoreError, audit_append::Appender};
 
 /// What happened to one evidence request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,9 +128,9 @@ impl std::fmt::Display for ChainFault {
 
 /// Rows of one INSERT: 15 parameters each, under SQLite's 32,766 and
 /// PostgreSQL's 65,535 parameters per statement.
-const APPEND_ROWS_PER_STATEMENT: usize = 256;
+pub(crate) const APPEND_ROWS_PER_STATEMENT: usize = 256;
 
-const ENTRY_COLUMNS: &str = "chain, seq, at_us, caller, subject_id, record_type, purpose, fields, \
+pub(crate) const ENTRY_COLUMNS: &str = "chain, seq, at_us, caller, subject_id, record_type, purpose, fields, \
      decision, reason, request_id, trace_id, records, prev_hash, entry_hash";
 
 fn chained(row: &sqlx::any::AnyRow) -> Result<ChainedEntry, sqlx::Error> {
@@ -153,89 +153,6 @@ fn chained(row: &sqlx::any::AnyRow) -> Result<ChainedEntry, sqlx::Error> {
         prev_hash: row.try_get(13)?,
         entry_hash: row.try_get(14)?,
     })
-}
-
-/// Appends to the trail on a connection of its own: the audit writer
-/// commits hundreds of times a second, and through the pool each commit
-/// was followed by the pool's ping of the connection it took back.
-pub struct Appender {
-    db: Database,
-    connection: Option<sqlx::AnyConnection>,
-}
-
-impl Appender {
-    /// Appends entries after (`seq`, `hash`) in one transaction; returns the
-    /// new head. The caller serialises appends to one chain.
-    pub async fn append(
-        &mut self,
-        chain: &str,
-        head: (i64, Vec<u8>),
-        entries: &[AuditEntry],
-    ) -> Result<(i64, Vec<u8>), StoreError> {
-        let (mut seq, mut prev) = head;
-        let mut statements = Vec::new();
-        for chunk in entries.chunks(APPEND_ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO audit_log ({ENTRY_COLUMNS}) VALUES {}",
-                crate::database::values_placeholders(self.db.backend, chunk.len(), 15)
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for e in chunk {
-                seq += 1;
-                let hash = entry_hash(chain, seq, &prev, e);
-                query = query
-                    .bind(chain)
-                    .bind(seq)
-                    .bind(e.at_us)
-                    .bind(e.caller.as_str())
-                    .bind(e.subject_id.as_str())
-                    .bind(e.record_type.as_str())
-                    .bind(e.purpose.as_str())
-                    .bind(e.fields.as_str())
-                    .bind(e.decision.as_str())
-                    .bind(e.reason.as_str())
-                    .bind(e.request_id.as_str())
-                    .bind(e.trace_id.as_str())
-                    .bind(e.records)
-                    .bind(prev.clone())
-                    .bind(hash.clone());
-                prev = hash;
-            }
-            statements.push(query);
-        }
-        let _turn = self.db.write_turn().await;
-        let conn = match &mut self.connection {
-            Some(conn) => conn,
-            None => self.connection.insert(self.db.detached().await?),
-        };
-        // The usual group of concurrent requests fits one statement, which
-        // commits by itself: one round trip, not three (found by the bench).
-        let written = if statements.len() == 1 {
-            let statement = statements.pop().expect("one statement");
-            statement.execute(&mut *conn).await.map(drop)
-        } else {
-            write_all(conn, statements).await
-        };
-        if let Err(e) = written {
-            // Rolled back (a failed transaction is dropped); the connection
-            // may be broken: the next append opens another.
-            self.connection = None;
-            return Err(e.into());
-        }
-        Ok((seq, prev))
-    }
-}
-
-async fn write_all(
-    conn: &mut sqlx::AnyConnection,
-    statements: Vec<sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>>,
-) -> Result<(), sqlx::Error> {
-    use sqlx::Connection as _;
-    let mut tx = conn.begin().await?;
-    for statement in statements {
-        statement.execute(&mut *tx).await?;
-    }
-    tx.commit().await
 }
 
 /// Whose accesses to list.
@@ -281,10 +198,7 @@ impl AuditLog {
 
     /// The writer of this trail's chains (one per process and chain).
     pub fn appender(&self) -> Appender {
-        Appender {
-            db: self.db.clone(),
-            connection: None,
-        }
+        Appender::new(self.db.clone())
     }
 
     pub async fn insert_checkpoint(&self, c: &Checkpoint) -> Result<(), StoreError> {

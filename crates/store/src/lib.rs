@@ -2,14 +2,14 @@
 //! in SQLite (embedded default) or PostgreSQL (production) through sqlx.
 
 pub mod audit;
+mod audit_append;
 mod consents;
 mod current_reads;
 mod database;
 mod showcase;
 
-pub use audit::{
-    AccessScope, Appender, AuditEntry, AuditLog, ChainFault, ChainedEntry, Checkpoint,
-};
+pub use audit::{AccessScope, AuditEntry, AuditLog, ChainFault, ChainedEntry, Checkpoint};
+pub use audit_append::Appender;
 pub use consents::{ConsentRecord, ConsentScope, ConsentState, Consents};
 pub use database::{Backend, Database, StoreError, WriteTransaction};
 pub use showcase::{ApplyStats, IngestedRecord, Showcase, ShowcaseDigest, StoredRecord};
