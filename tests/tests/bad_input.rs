@@ -143,7 +143,7 @@ async fn evidence_requests_are_checked_and_minimised() {
     wait_for_records(&broker, &subject, "birth_certificate").await;
     let mut client = broker.once_only_client().await;
 
-    let cases: [(GetEvidenceRequest, Code, &str); 6] = [
+    let cases: [(GetEvidenceRequest, Code, &str); 8] = [
         (
             GetEvidenceRequest {
                 subject_id: "12345".into(),
@@ -164,6 +164,26 @@ async fn evidence_requests_are_checked_and_minimised() {
             },
             Code::InvalidArgument,
             "purpose: is required",
+        ),
+        // A NUL byte cannot be stored in a PostgreSQL text column: the
+        // refusal's audit entry must still be written (and not fail the
+        // other requests committed with it).
+        (
+            GetEvidenceRequest {
+                purpose: "tax\0refund".into(),
+                ..evidence_request(&subject, "birth_certificate")
+            },
+            Code::InvalidArgument,
+            "purpose: must be at most 128 printable characters",
+        ),
+        (
+            GetEvidenceRequest {
+                subject_id: "1234\u{0}5678901234".into(),
+                request_id: "req\0".into(),
+                ..evidence_request(&subject, "birth_certificate")
+            },
+            Code::InvalidArgument,
+            "subject_id:",
         ),
         (
             GetEvidenceRequest {

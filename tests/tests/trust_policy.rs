@@ -191,6 +191,22 @@ async fn consent_is_needed_where_the_policy_says_so() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+    // A purpose no evidence request could name (and PostgreSQL could not store).
+    let status = consents
+        .grant_consent(GrantConsentRequest {
+            scope: Some(ConsentScope {
+                purpose: "test-service-001\0".into(),
+                ..scope.clone()
+            }),
+            expires_at: in_secs(3600),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "scope.purpose: required, at most 128 printable characters"
+    );
     consents
         .grant_consent(GrantConsentRequest {
             scope: Some(scope.clone()),

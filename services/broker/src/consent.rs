@@ -61,9 +61,11 @@ impl ConsentService {
             )));
         }
         let purpose = wire.purpose.trim();
-        if purpose.is_empty() || purpose.len() > 128 {
+        // The same rule as an evidence request's purpose, which must match
+        // it; control characters would also forge lines in the logs.
+        if purpose.is_empty() || purpose.len() > 128 || purpose.chars().any(char::is_control) {
             return Err(Status::invalid_argument(
-                "scope.purpose: required, at most 128 characters",
+                "scope.purpose: required, at most 128 printable characters",
             ));
         }
         Ok(ConsentScope {
