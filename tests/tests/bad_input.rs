@@ -143,7 +143,7 @@ async fn evidence_requests_are_checked_and_minimised() {
     wait_for_records(&broker, &subject, "birth_certificate").await;
     let mut client = broker.once_only_client().await;
 
-    let cases: [(GetEvidenceRequest, Code, &str); 8] = [
+    let cases: [(GetEvidenceRequest, Code, &str); 9] = [
         (
             GetEvidenceRequest {
                 subject_id: "12345".into(),
@@ -184,6 +184,15 @@ async fn evidence_requests_are_checked_and_minimised() {
             },
             Code::InvalidArgument,
             "subject_id:",
+        ),
+        // The refusal's reason quotes the unknown field.
+        (
+            GetEvidenceRequest {
+                fields: vec!["sal\0ary".into()],
+                ..evidence_request(&subject, "birth_certificate")
+            },
+            Code::InvalidArgument,
+            "fields: birth_certificate has no field sal",
         ),
         (
             GetEvidenceRequest {

@@ -24,6 +24,41 @@ pub struct AuditEntry {
     pub records: i64,
 }
 
+impl AuditEntry {
+    /// The entry with control characters in its text replaced. Refusals
+    /// keep the caller's text (and reasons quote it): a NUL byte cannot be
+    /// stored in a PostgreSQL text column, and one such entry failed its
+    /// whole group commit — every request committed with it answered
+    /// UNAVAILABLE.
+    pub fn printable(mut self) -> Self {
+        for text in [
+            &mut self.caller,
+            &mut self.subject_id,
+            &mut self.record_type,
+            &mut self.purpose,
+            &mut self.fields,
+            &mut self.decision,
+            &mut self.reason,
+            &mut self.request_id,
+            &mut self.trace_id,
+        ] {
+            if text.chars().any(char::is_control) {
+                *text = text
+                    .chars()
+                    .map(|c| {
+                        if c.is_control() {
+                            char::REPLACEMENT_CHARACTER
+                        } else {
+                            c
+                        }
+                    })
+                    .collect();
+            }
+        }
+        self
+    }
+}
+
 /// An entry as stored, with its place in the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainedEntry {

@@ -62,7 +62,7 @@ impl AuditTrail {
     pub async fn record(&self, entry: AuditEntry) -> Result<(), AuditUnavailable> {
         let (reply, done) = oneshot::channel();
         self.queue
-            .send((entry, reply))
+            .send((entry.printable(), reply))
             .await
             .map_err(|_| AuditUnavailable("the audit writer has stopped".into()))?;
         done.await

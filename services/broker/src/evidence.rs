@@ -327,23 +327,6 @@ fn audit_entry(
     }
 }
 
-/// The caller's text as its refusal's audit entry keeps it: at most
-/// `max_chars`, control characters replaced. A NUL byte cannot be stored in
-/// a PostgreSQL text column, and one such entry failed the whole group
-/// commit — every request committed with it answered UNAVAILABLE.
-fn audit_text(text: &str, max_chars: usize) -> String {
-    text.chars()
-        .take(max_chars)
-        .map(|c| {
-            if c.is_control() {
-                char::REPLACEMENT_CHARACTER
-            } else {
-                c
-            }
-        })
-        .collect()
-}
-
 fn evidence_status(record: &Record, now_us: i64) -> EvidenceStatus {
     if record.status == RecordStatus::Revoked as i32 {
         EvidenceStatus::Revoked
@@ -386,13 +369,13 @@ impl OnceOnly for OnceOnlyService {
                 let raw = AuditEntry {
                     at_us: now_micros(),
                     caller: caller.to_string(),
-                    subject_id: audit_text(&request.subject_id, 64),
-                    record_type: audit_text(&request.record_type, 64),
-                    purpose: audit_text(&request.purpose, 128),
+                    subject_id: request.subject_id.chars().take(64).collect(),
+                    record_type: request.record_type.chars().take(64).collect(),
+                    purpose: request.purpose.chars().take(128).collect(),
                     fields: String::new(),
                     decision: "invalid".into(),
                     reason: String::new(),
-                    request_id: audit_text(&request.request_id, 128),
+                    request_id: request.request_id.chars().take(128).collect(),
                     trace_id: govbus_telemetry::current_trace_id(),
                     records: 0,
                 };
