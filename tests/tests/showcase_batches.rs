@@ -97,7 +97,11 @@ async fn concurrent_reads_each_get_their_own_records() {
             (n, births.expect("read answers"))
         }
     });
-    let answers = futures::future::join_all(lookups).await;
+    // Among them, a key no database can hold: not found, and no harm to
+    // the lookups that share its statement.
+    let nul = showcase.current("birth_certificate", "1234\u{0}");
+    let (answers, nul) = tokio::join!(futures::future::join_all(lookups), nul);
+    assert!(nul.expect("a NUL key is just not found").is_empty());
     for (n, births) in answers {
         let keys: Vec<&str> = births
             .iter()

@@ -53,6 +53,11 @@ impl CurrentReads {
     }
 
     pub async fn current(&self, record_type: &str, subject_id: &str) -> Answer {
+        // No stored key holds a NUL (PostgreSQL text cannot), and in the
+        // shared statement's JSON it would fail the others' lookups too.
+        if record_type.contains('\0') || subject_id.contains('\0') {
+            return Ok(Vec::new());
+        }
         let (reply, answer) = oneshot::channel();
         let lookup = Lookup {
             record_type: record_type.to_string(),
