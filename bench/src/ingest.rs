@@ -76,10 +76,7 @@ pub fn signature_cost(
     let mut sign = Duration::ZERO;
     let mut check = Duration::ZERO;
     for n in 0..samples {
-        let mut record = govbus_tests::birth_record(&seed::citizen(n), 1, "Aziza");
-        record.record_id = uuid::Uuid::now_v7().to_string();
-        record.source_agency = signer.identity().agency().to_string();
-        record.source_system = signer.identity().system().to_string();
+        let mut record = seed::unsigned_birth(signer, n, 1);
         let started = Instant::now();
         signer.sign(&mut record)?;
         sign += started.elapsed();

@@ -24,13 +24,18 @@ pub fn citizen(n: u64) -> String {
 /// The civil registry's birth certificate of citizen `n`, signed as the
 /// adapter signs it (id, source system, salts, signature, content hash).
 pub fn signed_birth(signer: &Signer, n: u64, version: u64) -> anyhow::Result<Record> {
-    let subject = citizen(n);
-    let mut record = govbus_tests::birth_record(&subject, version, "Aziza");
+    let mut record = unsigned_birth(signer, n, version);
+    signer.sign(&mut record)?;
+    Ok(record)
+}
+
+/// Citizen `n`'s birth record as `signer`'s adapter has it before signing.
+pub fn unsigned_birth(signer: &Signer, n: u64, version: u64) -> Record {
+    let mut record = govbus_tests::birth_record(&citizen(n), version, "Aziza");
     record.record_id = uuid::Uuid::now_v7().to_string();
     record.source_agency = signer.identity().agency().to_string();
     record.source_system = signer.identity().system().to_string();
-    signer.sign(&mut record)?;
-    Ok(record)
+    record
 }
 
 /// Adds the records of citizens `from..to` to `showcase`, signing on every

@@ -388,15 +388,12 @@ impl Running {
         identity: &Identity,
         configure: impl FnOnce(tonic::transport::Endpoint) -> tonic::transport::Endpoint,
     ) -> Channel {
-        let tls = TlsMaterial::load(&pki::settings_in(&self.certs, identity)).expect("client tls");
-        let endpoint = Channel::from_shared(self.url())
-            .expect("url")
-            .tls_config(tls.client_config("localhost"))
-            .expect("tls config");
-        configure(endpoint)
-            .connect()
-            .await
-            .expect("service reachable over mTLS")
+        mtls_channel(
+            self.addr,
+            &pki::settings_in(&self.certs, identity),
+            configure,
+        )
+        .await
     }
 
     pub async fn channel(&self) -> Channel {
@@ -801,6 +798,24 @@ impl Running {
 
 /// A broker or adapter running as a process of its own (the
 /// `govbus-service` binary of this crate), for tests that kill processes.
+/// An mTLS channel to a service at `addr`, presenting the certificate of
+/// `tls`, with endpoint settings of the caller's own.
+async fn mtls_channel(
+    addr: SocketAddr,
+    tls: &TlsSettings,
+    configure: impl FnOnce(tonic::transport::Endpoint) -> tonic::transport::Endpoint,
+) -> Channel {
+    let tls = TlsMaterial::load(tls).expect("client tls");
+    let endpoint = Channel::from_shared(format!("https://{addr}"))
+        .expect("url")
+        .tls_config(tls.client_config("localhost"))
+        .expect("tls config");
+    configure(endpoint)
+        .connect()
+        .await
+        .expect("service reachable over mTLS")
+}
+
 pub struct ServiceProcess {
     child: std::process::Child,
     pub addr: SocketAddr,
@@ -871,15 +886,7 @@ impl ServiceProcess {
         bus: &TestBus,
         identity: &str,
     ) -> AgencyAdapterClient<Channel> {
-        let tls = TlsMaterial::load(&bus.tls(identity)).expect("client tls");
-        let channel = Channel::from_shared(format!("https://{}", self.addr))
-            .expect("url")
-            .tls_config(tls.client_config("localhost"))
-            .expect("tls config")
-            .connect()
-            .await
-            .expect("service reachable over mTLS");
-        AgencyAdapterClient::new(channel)
+        AgencyAdapterClient::new(mtls_channel(self.addr, &bus.tls(identity), |e| e).await)
     }
 
     /// SIGTERM, then waits for the process to drain and exit.

@@ -14,3 +14,13 @@ pub use config::ConfigError;
 pub use record::{FieldViolation, RecordLimits, ValidRecord, validate_record};
 pub use signing_input::{SigningInputError, content_hash, minimise, signing_input};
 pub use subject::{SubjectError, SubjectId};
+
+/// The longest caller-chosen label (purpose code, request id), in bytes.
+pub const MAX_LABEL_BYTES: usize = 128;
+
+/// A caller-chosen label the bus stores, logs and echoes: at most
+/// [`MAX_LABEL_BYTES`] and no control characters (they forge log lines, and
+/// PostgreSQL text cannot hold a NUL).
+pub fn is_label(text: &str) -> bool {
+    text.len() <= MAX_LABEL_BYTES && !text.chars().any(char::is_control)
+}

@@ -246,7 +246,7 @@ fn request_id<T>(request: &Request<T>) -> String {
         .metadata()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && !v.chars().any(char::is_control))
+        .filter(|v| !v.is_empty() && govbus_core::is_label(v))
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
 }

@@ -85,22 +85,17 @@ impl AuditWorker {
         };
         let mut signed_up_to = head.0;
         let mut appender = self.log.appender();
-        while let Some(first) = self.queue.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < 512 {
-                match self.queue.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => break,
-                }
-            }
-            let entries: Vec<AuditEntry> = batch.iter().map(|(e, _)| e.clone()).collect();
+        let mut batch = Vec::with_capacity(512);
+        // Whatever queued while the last commit ran goes in the next one.
+        while self.queue.recv_many(&mut batch, 512).await > 0 {
+            let (entries, replies): (Vec<AuditEntry>, Vec<Reply>) = batch.drain(..).unzip();
             let outcome = appender.append(&self.chain, head.clone(), &entries).await;
             match outcome {
                 Ok(new_head) => {
                     head = new_head;
                     metrics::gauge!("govbus_audit_chain_length", "chain" => self.chain.clone())
                         .set(head.0 as f64);
-                    for (_, reply) in batch {
+                    for reply in replies {
                         let _ = reply.send(Ok(()));
                     }
                     if head.0 / self.checkpoint_every > signed_up_to / self.checkpoint_every {
@@ -109,7 +104,7 @@ impl AuditWorker {
                 }
                 Err(e) => {
                     error!(error = %e, entries = entries.len(), "audit append failed");
-                    for (_, reply) in batch {
+                    for reply in replies {
                         let _ = reply.send(Err(e.to_string()));
                     }
                     // Another writer may have moved the head (or nothing was written).

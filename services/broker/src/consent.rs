@@ -61,9 +61,8 @@ impl ConsentService {
             )));
         }
         let purpose = wire.purpose.trim();
-        // The same rule as an evidence request's purpose, which must match
-        // it; control characters would also forge lines in the logs.
-        if purpose.is_empty() || purpose.len() > 128 || purpose.chars().any(char::is_control) {
+        // The same rule as an evidence request's purpose, which must match it.
+        if purpose.is_empty() || !govbus_core::is_label(purpose) {
             return Err(Status::invalid_argument(
                 "scope.purpose: required, at most 128 printable characters",
             ));

@@ -112,13 +112,13 @@ impl EvidenceQuery {
                 "is required: the legal basis (portal service or procedure code)",
             ));
         }
-        if purpose.len() > 128 || purpose.chars().any(char::is_control) {
+        if !govbus_core::is_label(purpose) {
             return Err(invalid(
                 "purpose",
                 "must be at most 128 printable characters",
             ));
         }
-        if request.request_id.len() > 128 || request.request_id.chars().any(char::is_control) {
+        if !govbus_core::is_label(&request.request_id) {
             return Err(invalid(
                 "request_id",
                 "must be at most 128 printable characters",
