@@ -50,47 +50,90 @@ impl Throughput {
 /// record, before Kafka, gRPC or SQL do anything.
 #[derive(Debug, Clone, Copy)]
 pub struct SignatureCost {
+    /// Per record, signed in batches of `batch` (one signature per batch).
     pub sign: Duration,
+    /// Per record, checked one after another by one checker, which checks
+    /// each batch signature once.
     pub check: Duration,
+    /// Per record, each signed alone (a batch of one).
+    pub sign_alone: Duration,
+    /// Per record, each under a signature of its own.
+    pub check_alone: Duration,
+    pub batch: u64,
     pub cores: usize,
 }
 
 impl SignatureCost {
-    /// Records/s that signing and checking alone would allow on every core.
+    /// Records/s that signing and checking in batches alone would allow on
+    /// every core.
     pub fn ceiling(&self) -> f64 {
         self.cores as f64 / (self.sign + self.check).as_secs_f64()
     }
 }
 
-/// Times `samples` signatures and checks of birth records, one at a time.
+/// Times signing and checking `samples` birth records, in batches of `batch`
+/// and one by one.
 pub fn signature_cost(
     signer: &Signer,
     checker: &govbus_security::RecordChecker,
     samples: u64,
+    batch: u64,
 ) -> anyhow::Result<SignatureCost> {
     let topic = checker
         .catalog()
         .get(seed::RECORD_TYPE)
         .map(|spec| spec.topic.clone())
         .context("birth certificates in the catalog")?;
-    let mut sign = Duration::ZERO;
-    let mut check = Duration::ZERO;
-    for n in 0..samples {
-        let mut record = seed::unsigned_birth(signer, n, 1);
+    let check = |records: &[Record]| -> anyhow::Result<Duration> {
+        let envelopes: Vec<Vec<u8>> = records.iter().map(Message::encode_to_vec).collect();
         let started = Instant::now();
-        signer.sign(&mut record)?;
-        sign += started.elapsed();
-        let envelope = record.encode_to_vec();
-        let started = Instant::now();
-        let checked = checker.check(&topic, record.subject_id.as_bytes(), &envelope);
-        check += started.elapsed();
-        checked.map_err(|reason| anyhow::anyhow!("a signed record fails its check: {reason}"))?;
-    }
-    Ok(SignatureCost {
-        sign: sign / samples as u32,
-        check: check / samples as u32,
+        for (record, envelope) in records.iter().zip(&envelopes) {
+            checker
+                .check(&topic, record.subject_id.as_bytes(), envelope)
+                .map_err(|reason| anyhow::anyhow!("a signed record fails its check: {reason}"))?;
+        }
+        Ok(started.elapsed())
+    };
+    let unsigned = |from: u64, to: u64| -> Vec<Record> {
+        (from..to)
+            .map(|n| seed::unsigned_birth(signer, n, 1))
+            .collect()
+    };
+    let mut cost = SignatureCost {
+        sign: Duration::ZERO,
+        check: Duration::ZERO,
+        sign_alone: Duration::ZERO,
+        check_alone: Duration::ZERO,
+        batch,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-    })
+    };
+    let mut from = 0;
+    while from < samples {
+        let to = (from + batch).min(samples);
+        let mut records = unsigned(from, to);
+        let started = Instant::now();
+        signer.sign_all(&mut records)?;
+        cost.sign += started.elapsed();
+        cost.check += check(&records)?;
+
+        let mut records = unsigned(from, to);
+        let started = Instant::now();
+        for record in &mut records {
+            signer.sign(record)?;
+        }
+        cost.sign_alone += started.elapsed();
+        cost.check_alone += check(&records)?;
+        from = to;
+    }
+    for total in [
+        &mut cost.sign,
+        &mut cost.check,
+        &mut cost.sign_alone,
+        &mut cost.check_alone,
+    ] {
+        *total /= samples as u32;
+    }
+    Ok(cost)
 }
 
 /// Unsigned births of citizens `from..to`, as an agency would send them.
@@ -182,12 +225,11 @@ pub async fn through_raw_rdkafka(
     shape: IngestShape,
 ) -> anyhow::Result<Throughput> {
     let topic = format!("bench.raw.{}", uuid::Uuid::now_v7().simple());
-    let envelopes: Vec<(String, Vec<u8>)> = (0..shape.records)
-        .map(|n| {
-            let record = seed::signed_birth(signer, n, 1)?;
-            Ok((record.subject_id.clone(), record.encode_to_vec()))
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let envelopes: Vec<(String, Vec<u8>)> =
+        seed::signed_births(signer, 0..shape.records, shape.batch)?
+            .into_iter()
+            .map(|record| (record.subject_id.clone(), record.encode_to_vec()))
+            .collect();
     let producer: FutureProducer = kafka
         .client_config()
         .set("message.timeout.ms", "20000")

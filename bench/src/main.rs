@@ -252,16 +252,20 @@ impl Bench {
         };
         let tls = TlsMaterial::load(&bus.tls(FHDY))?;
         let signer = tls.signer()?;
-        step("ingest: what signing and checking one record cost");
+        step("ingest: what signing and checking a record cost");
         let checker = govbus_security::RecordChecker::new(
             Arc::new(govbus_core::Catalog::builtin()),
             tls.ca_der().to_vec(),
         );
-        let signatures = ingest::signature_cost(&signer, &checker, 2_000)?;
+        let signatures = ingest::signature_cost(&signer, &checker, 2_000, self.args.ingest_batch)?;
         println!(
-            "   sign {:.1} µs, check {:.1} µs: at most {:.0} records/s on {} cores",
+            "   per record in batches of {}: sign {:.1} µs, check {:.1} µs \
+             (alone: {:.1}, {:.1}): at most {:.0} records/s on {} cores",
+            signatures.batch,
             signatures.sign.as_secs_f64() * 1e6,
             signatures.check.as_secs_f64() * 1e6,
+            signatures.sign_alone.as_secs_f64() * 1e6,
+            signatures.check_alone.as_secs_f64() * 1e6,
             signatures.ceiling(),
             signatures.cores
         );
@@ -332,7 +336,8 @@ impl Bench {
             govbus,
             raw,
             signatures,
-            envelope_bytes: seed::signed_birth(&signer, 0, 1)?.encoded_len(),
+            envelope_bytes: seed::signed_births(&signer, 0..shape.batch, shape.batch)?[0]
+                .encoded_len(),
             batch: shape.batch,
             publishers: shape.publishers,
             freshness_rate,

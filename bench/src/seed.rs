@@ -21,12 +21,30 @@ pub fn citizen(n: u64) -> String {
     format!("3010190{:07}", n % 10_000_000)
 }
 
-/// The civil registry's birth certificate of citizen `n`, signed as the
-/// adapter signs it (id, source system, salts, signature, content hash).
-pub fn signed_birth(signer: &Signer, n: u64, version: u64) -> anyhow::Result<Record> {
-    let mut record = unsigned_birth(signer, n, version);
-    signer.sign(&mut record)?;
-    Ok(record)
+/// Records under one signature when the bench signs without the adapter:
+/// as many as the adapter signs together for one Publish call of the
+/// ingest benchmark (its default batch), so that records carry inclusion
+/// proofs of the same length as published ones.
+pub const SIGNED_TOGETHER: u64 = 250;
+
+/// The civil registry's birth certificates of citizens `citizens`, signed
+/// as the adapter signs them (id, source system, salts, content hash, one
+/// signature per `together` records, inclusion proofs).
+pub fn signed_births(
+    signer: &Signer,
+    citizens: std::ops::Range<u64>,
+    together: u64,
+) -> anyhow::Result<Vec<Record>> {
+    let mut signed = Vec::with_capacity(citizens.clone().count());
+    let mut from = citizens.start;
+    while from < citizens.end {
+        let to = (from + together.max(1)).min(citizens.end);
+        let mut batch: Vec<Record> = (from..to).map(|n| unsigned_birth(signer, n, 1)).collect();
+        signer.sign_all(&mut batch)?;
+        signed.extend(batch);
+        from = to;
+    }
+    Ok(signed)
 }
 
 /// Citizen `n`'s birth record as `signer`'s adapter has it before signing.
@@ -78,19 +96,18 @@ fn sign_batch(
                 let hi = (lo + per_core).min(to);
                 tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<IngestedRecord>> {
                     let now = govbus_core::time::now_micros();
-                    (lo..hi)
-                        .map(|n| {
-                            let record = signed_birth(&signer, n, 1)?;
-                            Ok(IngestedRecord {
-                                envelope: record.encode_to_vec(),
-                                record,
-                                topic: TOPIC.into(),
-                                partition: (n % 3) as i32,
-                                offset: n as i64,
-                                ingested_at_us: now,
-                            })
+                    let signed = signed_births(&signer, lo..hi, SIGNED_TOGETHER)?;
+                    Ok((lo..hi)
+                        .zip(signed)
+                        .map(|(n, record)| IngestedRecord {
+                            envelope: record.encode_to_vec(),
+                            record,
+                            topic: TOPIC.into(),
+                            partition: (n % 3) as i32,
+                            offset: n as i64,
+                            ingested_at_us: now,
                         })
-                        .collect()
+                        .collect())
                 })
             })
             .collect();

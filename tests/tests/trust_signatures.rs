@@ -58,6 +58,17 @@ async fn forged_foreign_and_unsigned_records_are_dead_lettered() {
     payload.date_of_birth = "1980-01-01".into();
     forged.payload.as_mut().unwrap().value = payload.encode_to_vec();
     forged.content_hash = govbus_core::content_hash(&govbus_core::signing_input(&forged).unwrap());
+    // 1b. The same, claimed as a batch of its own under the genuine signature
+    // (the root of a batch of one is SHA-256(0x00 || content hash)).
+    let mut forged_root = forged.clone();
+    let inclusion = forged_root
+        .signature
+        .as_mut()
+        .and_then(|s| s.batch.as_mut())
+        .unwrap();
+    inclusion.root = govbus_core::content_hash(&[&[0u8][..], &forged.content_hash].concat());
+    (inclusion.tree_size, inclusion.leaf_index) = (1, 0);
+    inclusion.path.clear();
     // 2. Signed by the interior ministry, which does not own birth certificates.
     let foreign = signed(&signer_of(&bus, INTERIOR), &subject, "Foreign");
     // 3. Signed under a CA that is not the bus's.
@@ -73,7 +84,7 @@ async fn forged_foreign_and_unsigned_records_are_dead_lettered() {
     unsigned.source_agency = "civil-registry".into();
     unsigned.source_system = "fhdy".into();
 
-    for record in [&forged, &foreign, &rogue, &unsigned] {
+    for record in [&forged, &forged_root, &foreign, &rogue, &unsigned] {
         produce_raw(&bus, BIRTH_TOPIC, &subject, &record.encode_to_vec()).await;
     }
     // Then a genuine record on the same partition: ingestion carried on.
@@ -92,12 +103,14 @@ async fn forged_foreign_and_unsigned_records_are_dead_lettered() {
     );
     assert_eq!(showcase.count().await.unwrap(), 1);
 
-    eventually("four dead letters", || async {
-        dead_letter_reasons(&bus).len() == 4
+    eventually("five dead letters", || async {
+        dead_letter_reasons(&bus).len() == 5
     })
     .await;
     let reasons = dead_letter_reasons(&bus);
     let expected = [
+        "signature: the record is not in the batch its signature covers (inclusion proof does not hold)"
+            .to_string(),
         "signature: signature does not match the record (forged or tampered)".to_string(),
         format!("signed by {INTERIOR}, which does not own birth_certificate (owner: {FHDY})"),
         "signature: signer certificate was not issued by the bus CA".to_string(),

@@ -1,6 +1,7 @@
 //! Trust on the bus: agency system identities, the development CA, mTLS
 //! configuration and record signatures.
 
+mod batch;
 mod identity;
 pub mod pki;
 mod record_check;

@@ -1,5 +1,8 @@
 //! Record signatures: Ed25519 with the key of the signer's certificate, over
-//! `govbus.v1.SigningInput`; verification needs only the bus CA certificate.
+//! the Merkle root of a batch of `govbus.v1.SigningInput` hashes (see
+//! `batch`); verification needs only the record and the bus CA certificate.
+
+use std::collections::HashMap;
 
 use govbus_core::{SigningInputError, content_hash, signing_input, time::now_timestamp};
 use govbus_proto::v1::{Record, RecordSignature};
@@ -13,7 +16,7 @@ use x509_parser::{
     time::ASN1Time,
 };
 
-use crate::{Identity, tls::pem_certificate_der};
+use crate::{Identity, batch, tls::pem_certificate_der};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignError {
@@ -54,6 +57,8 @@ pub enum VerifyError {
     HashMismatch,
     #[error("signature does not match the record (forged or tampered)")]
     BadSignature,
+    #[error("the record is not in the batch its signature covers (inclusion proof does not hold)")]
+    NotInBatch,
 }
 
 /// Hex SHA-256 of a SubjectPublicKeyInfo.
@@ -135,36 +140,65 @@ impl Signer {
 
     /// Adds salts, the signature block and the content hash to `record`.
     pub fn sign(&self, record: &mut Record) -> Result<(), SignError> {
-        let mut field_salts = std::collections::HashMap::new();
-        if let Some(payload) = &record.payload {
-            let numbers: Vec<u32> = govbus_core::wire::split_fields(&payload.value)
-                .map_err(SigningInputError::from)?
-                .into_keys()
-                .collect();
-            // One call for all salts: each call is a getrandom syscall.
-            let mut salts = vec![0u8; 16 * numbers.len()];
-            self.random
-                .fill(&mut salts)
-                .map_err(|_| SignError::Random)?;
-            for (number, salt) in numbers.into_iter().zip(salts.chunks(16)) {
-                field_salts.insert(number, salt.to_vec());
+        self.sign_all(std::slice::from_mut(record))
+    }
+
+    /// Signs `records` as one batch: salts and a content hash for each, one
+    /// Ed25519 signature over the Merkle root of the content hashes, and
+    /// each record's inclusion proof (see `govbus.v1.BatchInclusion`).
+    pub fn sign_all(&self, records: &mut [Record]) -> Result<(), SignError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let signed_at = now_timestamp();
+        for record in records.iter_mut() {
+            let field_salts = self.salts(record)?;
+            record.signature = Some(RecordSignature {
+                signer: self.identity.to_string(),
+                key_id: self.key_id.clone(),
+                certificate: self.certificate.clone(),
+                signed_at: Some(signed_at),
+                signature: Vec::new(),
+                field_salts,
+                withheld_field_digests: Default::default(),
+                batch: None,
+            });
+            record.content_hash = content_hash(&signing_input(record)?);
+        }
+        let inclusions = batch::inclusions(records.iter().map(|r| r.content_hash.as_slice()));
+        let signature = self
+            .key
+            .sign(&batch::signed_message(&inclusions[0]))
+            .as_ref()
+            .to_vec();
+        for (record, inclusion) in records.iter_mut().zip(inclusions) {
+            if let Some(block) = record.signature.as_mut() {
+                block.signature = signature.clone();
+                block.batch = Some(inclusion);
             }
         }
-        record.signature = Some(RecordSignature {
-            signer: self.identity.to_string(),
-            key_id: self.key_id.clone(),
-            certificate: self.certificate.clone(),
-            signed_at: Some(now_timestamp()),
-            signature: Vec::new(),
-            field_salts,
-            withheld_field_digests: Default::default(),
-        });
-        let input = signing_input(record)?;
-        record.content_hash = content_hash(&input);
-        if let Some(signature) = record.signature.as_mut() {
-            signature.signature = self.key.sign(&input).as_ref().to_vec();
-        }
         Ok(())
+    }
+
+    /// A random salt for each payload field, drawn in one call (each call is
+    /// a getrandom syscall).
+    fn salts(&self, record: &Record) -> Result<HashMap<u32, Vec<u8>>, SignError> {
+        let Some(payload) = &record.payload else {
+            return Ok(HashMap::new());
+        };
+        let numbers: Vec<u32> = govbus_core::wire::split_fields(&payload.value)
+            .map_err(SigningInputError::from)?
+            .into_keys()
+            .collect();
+        let mut salts = vec![0u8; 16 * numbers.len()];
+        self.random
+            .fill(&mut salts)
+            .map_err(|_| SignError::Random)?;
+        Ok(numbers
+            .into_iter()
+            .zip(salts.chunks(16))
+            .map(|(number, salt)| (number, salt.to_vec()))
+            .collect())
     }
 }
 

@@ -2,8 +2,10 @@
 //! same on every record it signs; parsing it and checking the CA's signature
 //! on it once, not per record, saves one of the two Ed25519 verifications
 //! per ingested record (the largest item of the ingest profile, see
-//! docs/PROFILING.md). What depends on the record (validity at its signing time,
-//! signer, key id, content hash, signature) is still checked every time.
+//! docs/PROFILING.md). Likewise a batch signature is checked once for all
+//! the records it covers. What depends on the record (validity at its
+//! signing time, signer, key id, content hash, place in its batch) is still
+//! checked every time.
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -11,9 +13,10 @@ use govbus_core::{content_hash, signing_input, time::timestamp_to_micros};
 use govbus_proto::v1::Record;
 use ring::signature::{ED25519, UnparsedPublicKey};
 
-use crate::{Identity, Verified, VerifyError, key_id, signing::parse_issued};
+use crate::{Identity, Verified, VerifyError, batch, key_id, signing::parse_issued};
 
-/// Certificates remembered at most; a full cache starts again empty.
+/// Certificates, and batch signatures, remembered at most; a full cache
+/// starts again empty.
 const CACHE_CAPACITY: usize = 4096;
 
 /// A signer certificate that the CA issued, reduced to what verification needs.
@@ -32,6 +35,15 @@ struct IssuedCertificate {
 pub struct Verifier {
     ca_der: Vec<u8>,
     issued: Mutex<HashMap<Vec<u8>, IssuedCertificate>>,
+    /// Batch signatures that held, by signature.
+    batches: Mutex<HashMap<Vec<u8>, CheckedBatch>>,
+}
+
+/// What a batch signature was checked against.
+#[derive(Debug, PartialEq, Eq)]
+struct CheckedBatch {
+    public_key: Vec<u8>,
+    message: Vec<u8>,
 }
 
 impl Verifier {
@@ -39,6 +51,7 @@ impl Verifier {
         Self {
             ca_der,
             issued: Mutex::new(HashMap::new()),
+            batches: Mutex::new(HashMap::new()),
         }
     }
 
@@ -103,12 +116,60 @@ impl Verifier {
         if content_hash(&input) != record.content_hash {
             return Err(VerifyError::HashMismatch);
         }
-        UnparsedPublicKey::new(&ED25519, &issued.public_key)
-            .verify(&input, &signature.signature)
-            .map_err(|_| VerifyError::BadSignature)?;
+        match &signature.batch {
+            // Signed alone (records from before batch signatures).
+            None => check_signature(&issued.public_key, &input, &signature.signature)?,
+            Some(inclusion) => {
+                if !batch::includes(inclusion, &record.content_hash) {
+                    return Err(VerifyError::NotInBatch);
+                }
+                self.check_batch_signature(
+                    &issued.public_key,
+                    batch::signed_message(inclusion),
+                    &signature.signature,
+                )?;
+            }
+        }
         Ok(Verified {
             signer: actual,
             key_id: issued.key_id,
         })
     }
+
+    /// Checks a batch signature, once for all the records of its batch:
+    /// Ed25519 verification is deterministic, so a (key, message, signature)
+    /// triple that held once holds again.
+    fn check_batch_signature(
+        &self,
+        public_key: &[u8],
+        message: Vec<u8>,
+        signature: &[u8],
+    ) -> Result<(), VerifyError> {
+        let checked = CheckedBatch {
+            public_key: public_key.to_vec(),
+            message,
+        };
+        let known = self
+            .batches
+            .lock()
+            .ok()
+            .is_some_and(|cache| cache.get(signature) == Some(&checked));
+        if known {
+            return Ok(());
+        }
+        check_signature(public_key, &checked.message, signature)?;
+        if let Ok(mut cache) = self.batches.lock() {
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(signature.to_vec(), checked);
+        }
+        Ok(())
+    }
+}
+
+fn check_signature(public_key: &[u8], message: &[u8], signature: &[u8]) -> Result<(), VerifyError> {
+    UnparsedPublicKey::new(&ED25519, public_key)
+        .verify(message, signature)
+        .map_err(|_| VerifyError::BadSignature)
 }

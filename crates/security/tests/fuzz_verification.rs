@@ -22,7 +22,7 @@ fn fixture() -> &'static Fixture {
             ))
             .unwrap();
         let signer = Signer::from_pem(&issued.cert_pem, &issued.key_pem).unwrap();
-        let mut record = Record {
+        let record = Record {
             record_id: "0192f000-0000-7000-8000-000000000001".into(),
             record_type: "birth_certificate".into(),
             subject_id: "51505151234567".into(),
@@ -40,10 +40,18 @@ fn fixture() -> &'static Fixture {
             )),
             ..Default::default()
         };
-        signer.sign(&mut record).unwrap();
+        // The middle record of a batch of three, so that its inclusion
+        // proof is not empty and is fuzzed too.
+        let mut batch: Vec<Record> = (1..=3)
+            .map(|version| Record {
+                version,
+                ..record.clone()
+            })
+            .collect();
+        signer.sign_all(&mut batch).unwrap();
         Fixture {
             ca_der: govbus_security::pem_certificate_der(ca.cert_pem()).unwrap(),
-            signed: record,
+            signed: batch.swap_remove(1),
         }
     })
 }

@@ -100,14 +100,10 @@ fn tampering_forgery_and_foreign_keys_fail() {
     r.version = 2;
     assert_eq!(verify(&r, &ca_der), Err(VerifyError::HashMismatch));
 
-    // Tampered payload with the content hash recomputed: the signature gives it away.
-    let mut r = signed.clone();
-    let mut payload =
-        BirthCertificate::decode(r.payload.as_ref().unwrap().value.as_slice()).unwrap();
-    payload.date_of_birth = "2014-01-01".into();
-    r.payload.as_mut().unwrap().value = payload.encode_to_vec();
-    r.content_hash = govbus_core::content_hash(&govbus_core::signing_input(&r).unwrap());
-    assert_eq!(verify(&r, &ca_der), Err(VerifyError::BadSignature));
+    // Tampered payload with the content hash recomputed: it is no longer
+    // the leaf the signed batch holds.
+    let r = tampered(&signed);
+    assert_eq!(verify(&r, &ca_der), Err(VerifyError::NotInBatch));
 
     let mut r = signed.clone();
     r.signature.as_mut().unwrap().signer = "agency/interior/system/address-bureau".into();
@@ -136,6 +132,98 @@ fn tampering_forgery_and_foreign_keys_fail() {
     let mut r = record();
     expired.sign(&mut r).unwrap();
     assert_eq!(verify(&r, &ca_der), Err(VerifyError::NotValidAtSigning));
+}
+
+/// `signed` with another date of birth and its content hash recomputed.
+fn tampered(signed: &Record) -> Record {
+    let mut r = signed.clone();
+    let mut payload =
+        BirthCertificate::decode(r.payload.as_ref().unwrap().value.as_slice()).unwrap();
+    payload.date_of_birth = "2014-01-01".into();
+    r.payload.as_mut().unwrap().value = payload.encode_to_vec();
+    r.content_hash = govbus_core::content_hash(&govbus_core::signing_input(&r).unwrap());
+    r
+}
+
+fn batch_of(signer: &Signer, n: usize) -> Vec<Record> {
+    let mut records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            record_id: format!("0192f000-0000-7000-8000-00000000000{i}"),
+            version: i as u64 + 1,
+            ..record()
+        })
+        .collect();
+    signer.sign_all(&mut records).unwrap();
+    records
+}
+
+/// One signature covers a batch; each record still verifies alone, with
+/// its own place in the batch and nothing else.
+#[test]
+fn a_batch_signature_covers_each_record_alone() {
+    let ca = ca();
+    let ca_der = der(ca.cert_pem());
+    let signer = signer(&ca, "agency/civil-registry/system/fhdy");
+    let batch = batch_of(&signer, 5);
+    let signature = &batch[0].signature.as_ref().unwrap().signature;
+    for r in &batch {
+        assert_eq!(&r.signature.as_ref().unwrap().signature, signature);
+        verify(r, &ca_der).unwrap();
+        let mut minimised = r.clone();
+        minimise(&mut minimised, &[4]).unwrap();
+        verify(&minimised, &ca_der).unwrap();
+    }
+
+    // Another record's proof.
+    let mut r = batch[1].clone();
+    r.signature.as_mut().unwrap().batch = batch[3].signature.as_ref().unwrap().batch.clone();
+    assert_eq!(verify(&r, &ca_der), Err(VerifyError::NotInBatch));
+
+    // A different tree size may still lead to the same root (RFC 9162
+    // proofs do not pin it), but the signature covers the size.
+    let mut r = batch[2].clone();
+    r.signature
+        .as_mut()
+        .unwrap()
+        .batch
+        .as_mut()
+        .unwrap()
+        .tree_size = 6;
+    assert_eq!(verify(&r, &ca_der), Err(VerifyError::BadSignature));
+
+    // A tampered record in a batch of its own, under the genuine signature:
+    // refused, also by a verifier that has already checked that signature.
+    let verifier = govbus_security::Verifier::new(ca_der.clone());
+    verifier.verify(&batch[0]).unwrap();
+    let mut r = tampered(&batch[0]);
+    let inclusion = r.signature.as_mut().unwrap().batch.as_mut().unwrap();
+    // The root of a batch of one is its leaf hash, SHA-256(0x00 || content hash).
+    inclusion.root = govbus_core::content_hash(&[&[0u8][..], &r.content_hash].concat());
+    inclusion.tree_size = 1;
+    inclusion.leaf_index = 0;
+    inclusion.path.clear();
+    assert_eq!(verifier.verify(&r), Err(VerifyError::BadSignature));
+    assert_eq!(verify(&r, &ca_der), Err(VerifyError::BadSignature));
+}
+
+/// Records signed one by one, before batch signatures, still verify.
+#[test]
+fn records_signed_alone_still_verify() {
+    let ca = ca();
+    let ca_der = der(ca.cert_pem());
+    let signer = signer(&ca, "agency/civil-registry/system/fhdy");
+    let mut r = record();
+    signer.sign(&mut r).unwrap();
+    let block = r.signature.as_mut().unwrap();
+    block.batch = None;
+    assert_eq!(verify(&r, &ca_der), Err(VerifyError::BadSignature));
+    let alone = signer.sign_bytes(&govbus_core::signing_input(&r).unwrap());
+    r.signature.as_mut().unwrap().signature = alone;
+    verify(&r, &ca_der).unwrap();
+    assert_eq!(
+        verify(&tampered(&r), &ca_der),
+        Err(VerifyError::BadSignature)
+    );
 }
 
 #[test]

@@ -111,8 +111,8 @@ impl AdapterService {
         let mut prepared = Vec::with_capacity(records.len());
         let mut violations = Vec::new();
         let mut not_owned = Vec::new();
-        for (i, record) in records.into_iter().enumerate() {
-            match self.publisher.prepare(record) {
+        for (i, outcome) in self.publisher.prepare_all(records).into_iter().enumerate() {
+            match outcome {
                 Ok(p) => prepared.push(p),
                 Err(Refusal::Invalid(found)) => violations.extend(found.into_iter().map(|v| {
                     FieldViolation::new(format!("records[{i}].{}", v.field), v.reason)

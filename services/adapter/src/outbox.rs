@@ -130,18 +130,25 @@ impl OutboxConnector {
         let mut prepared = Vec::new();
         let mut prepared_ids = Vec::new();
         let mut rejected = Vec::new();
-        for row in rows.iter() {
-            let outcome = row.record.clone().and_then(|r| {
-                self.publisher
-                    .prepare(r)
-                    .map_err(|refusal| refusal.to_string())
-            });
+        // The rows that decode are signed together, as one batch.
+        let (decoded, undecodable): (Vec<&OutboxRow>, Vec<&OutboxRow>) =
+            rows.iter().partition(|row| row.record.is_ok());
+        for row in undecodable {
+            if let Err(reason) = &row.record {
+                rejected.push((row.id, reason.clone()));
+            }
+        }
+        let records = decoded
+            .iter()
+            .filter_map(|row| row.record.clone().ok())
+            .collect();
+        for (row, outcome) in decoded.iter().zip(self.publisher.prepare_all(records)) {
             match outcome {
                 Ok(p) => {
                     prepared.push(p);
                     prepared_ids.push(row.id);
                 }
-                Err(reason) => rejected.push((row.id, reason)),
+                Err(refusal) => rejected.push((row.id, refusal.to_string())),
             }
         }
 

@@ -84,10 +84,44 @@ impl Publisher {
         self.signer.identity()
     }
 
-    /// Validates `record`, checks that this system owns its type, and
+    /// Validates each record, checks that this system owns its type, and
     /// completes the envelope: a UUID v7 when it has no id, this system as
-    /// the source (whatever the caller wrote there), then the signature.
-    pub fn prepare(&self, record: Record) -> Result<Prepared, Refusal> {
+    /// the source (whatever the caller wrote there). Then signs all that
+    /// passed as one batch (one signature, see `Signer::sign_all`). Results
+    /// are in input order.
+    pub fn prepare_all(&self, records: Vec<Record>) -> Vec<Result<Prepared, Refusal>> {
+        let mut results = Vec::with_capacity(records.len());
+        let mut batch = Vec::with_capacity(records.len());
+        let mut places = Vec::with_capacity(records.len());
+        for (i, record) in records.into_iter().enumerate() {
+            match self.complete(record) {
+                Ok((record, topic)) => {
+                    batch.push(record);
+                    places.push((i, topic));
+                }
+                Err(refusal) => results.push((i, Err(refusal))),
+            }
+        }
+        let signed = self
+            .signer
+            .sign_all(&mut batch)
+            .map_err(|e| Refusal::Unsigned(e.to_string()));
+        for ((i, topic), record) in places.into_iter().zip(batch) {
+            let prepared = signed.clone().map(|()| Prepared {
+                record_id: record.record_id.clone(),
+                topic,
+                key: record.subject_id.clone(),
+                record_type: record.record_type.clone(),
+                envelope: record.encode_to_vec(),
+            });
+            results.push((i, prepared));
+        }
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, result)| result).collect()
+    }
+
+    /// One record validated and completed, with its topic; not yet signed.
+    fn complete(&self, record: Record) -> Result<(Record, String), Refusal> {
         let ValidRecord {
             mut record, spec, ..
         } = validate_record(&self.catalog, record, &self.limits).map_err(Refusal::Invalid)?;
@@ -105,16 +139,7 @@ impl Publisher {
         record.source_system = identity.system().to_string();
         record.content_hash.clear();
         record.signature = None;
-        self.signer
-            .sign(&mut record)
-            .map_err(|e| Refusal::Unsigned(e.to_string()))?;
-        Ok(Prepared {
-            record_id: record.record_id.clone(),
-            topic: spec.topic.clone(),
-            key: record.subject_id.clone(),
-            record_type: record.record_type.clone(),
-            envelope: record.encode_to_vec(),
-        })
+        Ok((record, spec.topic.clone()))
     }
 
     /// Produces every prepared record and waits for Kafka's answer on each.
