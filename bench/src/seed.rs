@@ -35,7 +35,7 @@ pub fn signed_births(
     citizens: std::ops::Range<u64>,
     together: u64,
 ) -> anyhow::Result<Vec<Record>> {
-    let mut signed = Vec::with_capacity(citizens.clone().count());
+    let mut signed = Vec::with_capacity(citizens.end.saturating_sub(citizens.start) as usize);
     let mut from = citizens.start;
     while from < citizens.end {
         let to = (from + together.max(1)).min(citizens.end);

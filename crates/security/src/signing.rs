@@ -138,7 +138,8 @@ impl Signer {
             .map_err(|_| SignError::KeyMismatch)
     }
 
-    /// Adds salts, the signature block and the content hash to `record`.
+    /// Adds salts, the signature block and the content hash to `record`,
+    /// signed as a batch of one.
     pub fn sign(&self, record: &mut Record) -> Result<(), SignError> {
         self.sign_all(std::slice::from_mut(record))
     }
