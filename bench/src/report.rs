@@ -260,10 +260,12 @@ impl Report {
             out,
             "## Ingest: adapter to showcase against raw rdkafka\n\n\
              govbus: {} records published through the adapter's gRPC `Publish` ({} publishers, \
-             batches of {}; the adapter validates, signs, produces idempotently and answers \
-             after Kafka's acknowledgement), until all are current in the showcase (the \
-             broker verifies every signature, writes current + history in one transaction \
-             per batch, then stores offsets). Baseline: the same number of signed envelopes \
+             batches of {}; the adapter validates, signs each call's records under one \
+             signature, produces idempotently and answers after Kafka's acknowledgement), \
+             until all are current in the showcase (the broker checks every record — its \
+             inclusion proof, each batch signature once — writes current + history in one \
+             transaction per batch, then stores offsets). Baseline: the same number of \
+             signed envelopes \
              ({} bytes each) produced by a bare rdkafka producer with the adapter's producer \
              settings and read by a bare consumer with the broker's fetch settings, on the \
              same cluster.\n\n\
