@@ -19,8 +19,8 @@ run:
 test:
 	env -u TEST_POSTGRES_URL -u TEST_KAFKA $(CARGO) test --workspace --all-targets
 	@if [ -n "$$TEST_POSTGRES_URL" ]; then \
-		echo "== end-to-end suite: embedded cluster, PostgreSQL"; \
-		env -u TEST_KAFKA $(CARGO) test -p govbus-tests --all-targets || exit 1; \
+		echo "== end-to-end suite and store upgrades: embedded cluster, PostgreSQL"; \
+		env -u TEST_KAFKA $(CARGO) test -p govbus-tests -p govbus-store --all-targets || exit 1; \
 	fi
 	@if [ "$$TEST_TANSU" = 1 ]; then \
 		echo "== end-to-end suite: tansu, SQLite"; \

@@ -75,19 +75,25 @@ impl CurrentReads {
 fn batch_sql(backend: Backend) -> &'static str {
     match backend {
         Backend::Sqlite => {
-            "SELECT CAST(j.key AS INTEGER), r.envelope, r.kafka_topic, r.kafka_partition, \
+            "SELECT CAST(j.key AS INTEGER), h.envelope, r.kafka_topic, r.kafka_partition, \
                     r.kafka_offset, r.ingested_at_us \
              FROM json_each($1) AS j \
              JOIN showcase_records AS r \
                ON r.record_type = j.value ->> 0 AND r.subject_id = j.value ->> 1 \
+             JOIN showcase_history AS h \
+               ON h.record_type = r.record_type AND h.subject_id = r.subject_id \
+              AND h.record_key = r.record_key AND h.version = r.version \
              ORDER BY j.key, r.record_key"
         }
         Backend::Postgres => {
-            "SELECT j.n - 1, r.envelope, r.kafka_topic, r.kafka_partition, \
+            "SELECT j.n - 1, h.envelope, r.kafka_topic, r.kafka_partition, \
                     r.kafka_offset, r.ingested_at_us \
              FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS j(v, n) \
              JOIN showcase_records AS r \
                ON r.record_type = j.v ->> 0 AND r.subject_id = j.v ->> 1 \
+             JOIN showcase_history AS h \
+               ON h.record_type = r.record_type AND h.subject_id = r.subject_id \
+              AND h.record_key = r.record_key AND h.version = r.version \
              ORDER BY j.n, r.record_key"
         }
     }

@@ -7,6 +7,8 @@ mod consents;
 mod current_reads;
 mod database;
 mod showcase;
+#[cfg(test)]
+mod showcase_upgrade_tests;
 
 pub use audit::{AccessScope, AuditEntry, AuditLog, ChainFault, ChainedEntry, Checkpoint};
 pub use audit_append::Appender;

@@ -8,8 +8,10 @@ use std::sync::{Arc, OnceLock};
 
 use crate::{Database, StoreError, current_reads::CurrentReads};
 
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+pub(crate) static SQLITE_MIGRATIONS: sqlx::migrate::Migrator =
+    sqlx::migrate!("./migrations/sqlite");
+pub(crate) static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator =
+    sqlx::migrate!("./migrations/postgres");
 
 /// A record taken off Kafka, with where it was found.
 #[derive(Debug, Clone)]
@@ -50,37 +52,78 @@ pub struct Showcase {
     reads: Arc<OnceLock<CurrentReads>>,
 }
 
-const RECORD_COLUMNS: &str = "record_type, subject_id, record_key, version, record_id, status, \
-     content_hash, envelope, kafka_topic, kafka_partition, kafka_offset, ingested_at_us";
+/// The two tables of the showcase. Every version, envelope included, goes
+/// to the history once; the current table says which version is current
+/// and takes its envelope from the history (migration 0006).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Table {
+    Current,
+    History,
+}
 
-/// A batch becomes current with this (VALUES appended).
-const UPSERT_CURRENT_TAIL: &str = " ON CONFLICT (record_type, subject_id, record_key) DO UPDATE SET \
-       version = excluded.version, record_id = excluded.record_id, status = excluded.status, \
-       content_hash = excluded.content_hash, envelope = excluded.envelope, \
-       kafka_topic = excluded.kafka_topic, kafka_partition = excluded.kafka_partition, \
-       kafka_offset = excluded.kafka_offset, ingested_at_us = excluded.ingested_at_us \
-     WHERE excluded.version > showcase_records.version";
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Current => "showcase_records",
+            Self::History => "showcase_history",
+        }
+    }
 
-const INSERT_HISTORY_TAIL: &str =
-    " ON CONFLICT (record_type, subject_id, record_key, version) DO NOTHING";
+    fn columns(self) -> (&'static str, usize) {
+        match self {
+            Self::Current => (
+                "record_type, subject_id, record_key, version, record_id, status, \
+                 content_hash, kafka_topic, kafka_partition, kafka_offset, ingested_at_us",
+                11,
+            ),
+            Self::History => (
+                "record_type, subject_id, record_key, version, record_id, status, \
+                 content_hash, kafka_topic, kafka_partition, kafka_offset, ingested_at_us, \
+                 envelope",
+                12,
+            ),
+        }
+    }
 
-/// Rows per statement: 12 parameters each, well under both backends' limits.
+    /// What follows the VALUES: a record becomes current only over an older
+    /// version; a version enters the history once.
+    fn conflict(self) -> &'static str {
+        match self {
+            Self::Current => {
+                " ON CONFLICT (record_type, subject_id, record_key) DO UPDATE SET \
+                   version = excluded.version, record_id = excluded.record_id, \
+                   status = excluded.status, content_hash = excluded.content_hash, \
+                   kafka_topic = excluded.kafka_topic, kafka_partition = excluded.kafka_partition, \
+                   kafka_offset = excluded.kafka_offset, ingested_at_us = excluded.ingested_at_us \
+                 WHERE excluded.version > showcase_records.version"
+            }
+            Self::History => {
+                " ON CONFLICT (record_type, subject_id, record_key, version) DO NOTHING"
+            }
+        }
+    }
+}
+
+/// Rows per statement: at most 12 parameters each, well under both
+/// backends' limits.
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// One multi-row INSERT of `rows` into `table` followed by `tail`; returns
-/// the rows it inserted or updated.
+/// Multi-row INSERTs of `rows` into `table`; returns the rows inserted or
+/// updated.
 async fn insert_rows(
     backend: crate::Backend,
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    table: &str,
-    tail: &str,
+    table: Table,
     rows: &[&IngestedRecord],
 ) -> Result<u64, StoreError> {
+    let (columns, width) = table.columns();
     let mut affected = 0;
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "INSERT INTO {table} ({RECORD_COLUMNS}) VALUES {}{tail}",
-            crate::database::values_placeholders(backend, chunk.len(), 12)
+            "INSERT INTO {} ({columns}) VALUES {}{}",
+            table.name(),
+            crate::database::values_placeholders(backend, chunk.len(), width),
+            table.conflict()
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for item in chunk {
@@ -93,11 +136,13 @@ async fn insert_rows(
                 .bind(r.record_id.as_str())
                 .bind(i64::from(r.status))
                 .bind(r.content_hash.as_slice())
-                .bind(item.envelope.as_slice())
                 .bind(item.topic.as_str())
                 .bind(i64::from(item.partition))
                 .bind(item.offset)
                 .bind(item.ingested_at_us);
+            if table == Table::History {
+                query = query.bind(item.envelope.as_slice());
+            }
         }
         affected += query.execute(&mut **tx).await?.rows_affected();
     }
@@ -161,22 +206,8 @@ impl Showcase {
         let mut all: Vec<&IngestedRecord> = batch.iter().collect();
         all.sort_by(|a, b| key(a).cmp(&key(b)));
         let mut tx = self.db.begin_write().await?;
-        let applied = insert_rows(
-            self.db.backend,
-            &mut tx,
-            "showcase_records",
-            UPSERT_CURRENT_TAIL,
-            &current,
-        )
-        .await?;
-        insert_rows(
-            self.db.backend,
-            &mut tx,
-            "showcase_history",
-            INSERT_HISTORY_TAIL,
-            &all,
-        )
-        .await?;
+        let applied = insert_rows(self.db.backend, &mut tx, Table::Current, &current).await?;
+        insert_rows(self.db.backend, &mut tx, Table::History, &all).await?;
         tx.commit().await?;
         Ok(ApplyStats {
             applied,
@@ -264,8 +295,8 @@ pub struct ShowcaseDigest {
 
 impl Showcase {
     pub async fn digest(&self) -> Result<ShowcaseDigest, StoreError> {
-        let (current_records, current) = self.table_digest("showcase_records").await?;
-        let (history_records, history) = self.table_digest("showcase_history").await?;
+        let (current_records, current) = self.table_digest(Table::Current).await?;
+        let (history_records, history) = self.table_digest(Table::History).await?;
         Ok(ShowcaseDigest {
             current_records,
             current,
@@ -274,15 +305,25 @@ impl Showcase {
         })
     }
 
-    async fn table_digest(&self, table: &'static str) -> Result<(i64, String), StoreError> {
+    async fn table_digest(&self, table: Table) -> Result<(i64, String), StoreError> {
         use futures::TryStreamExt;
         use sha2::{Digest, Sha256};
 
         // Where a record came from (offset, ingestion time) is not content.
-        let sql = format!(
-            "SELECT record_type, subject_id, record_key, version, record_id, status, content_hash, envelope FROM {table}"
-        );
-        let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch(&self.db.pool);
+        let sql = match table {
+            Table::History => {
+                "SELECT record_type, subject_id, record_key, version, record_id, status, \
+                        content_hash, envelope FROM showcase_history"
+            }
+            Table::Current => {
+                "SELECT r.record_type, r.subject_id, r.record_key, r.version, r.record_id, \
+                        r.status, r.content_hash, h.envelope \
+                 FROM showcase_records AS r JOIN showcase_history AS h \
+                   ON h.record_type = r.record_type AND h.subject_id = r.subject_id \
+                  AND h.record_key = r.record_key AND h.version = r.version"
+            }
+        };
+        let mut rows = sqlx::query(sql).fetch(&self.db.pool);
         let mut sum = [0u64; 4];
         let mut count = 0i64;
         while let Some(row) = rows.try_next().await? {
