@@ -69,19 +69,17 @@ impl Table {
         }
     }
 
-    fn columns(self) -> (&'static str, usize) {
+    fn columns(self) -> &'static str {
         match self {
-            Self::Current => (
+            Self::Current => {
                 "record_type, subject_id, record_key, version, record_id, status, \
-                 content_hash, kafka_topic, kafka_partition, kafka_offset, ingested_at_us",
-                11,
-            ),
-            Self::History => (
+                 content_hash, kafka_topic, kafka_partition, kafka_offset, ingested_at_us"
+            }
+            Self::History => {
                 "record_type, subject_id, record_key, version, record_id, status, \
                  content_hash, kafka_topic, kafka_partition, kafka_offset, ingested_at_us, \
-                 envelope",
-                12,
-            ),
+                 envelope"
+            }
         }
     }
 
@@ -116,7 +114,8 @@ async fn insert_rows(
     table: Table,
     rows: &[&IngestedRecord],
 ) -> Result<u64, StoreError> {
-    let (columns, width) = table.columns();
+    let columns = table.columns();
+    let width = columns.split(',').count();
     let mut affected = 0;
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
