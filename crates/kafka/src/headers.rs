@@ -26,7 +26,9 @@ impl HeaderInjector {
         injector
     }
 
-    pub fn into_headers(self, mut headers: OwnedHeaders) -> OwnedHeaders {
+    /// `headers` with the trace context added (one context may go on many
+    /// records of a batch).
+    pub fn add_to(&self, mut headers: OwnedHeaders) -> OwnedHeaders {
         for (key, value) in &self.0 {
             headers = headers.insert(Header {
                 key,

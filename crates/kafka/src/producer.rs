@@ -8,7 +8,7 @@ use rdkafka::{
     ClientConfig,
     error::{KafkaError, RDKafkaErrorCode},
     message::OwnedHeaders,
-    producer::{FutureProducer, FutureRecord, Producer},
+    producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer},
 };
 use tracing::warn;
 
@@ -37,6 +37,27 @@ impl std::fmt::Debug for RecordProducer {
 
 /// How long a send may wait for room in the local queue before it fails.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Puts a record on the producer's local queue, waiting (up to
+/// `QUEUE_TIMEOUT`) while the queue is full, as `FutureProducer::send` does.
+async fn enqueue(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, [u8], [u8]>,
+) -> Result<DeliveryFuture, KafkaError> {
+    let deadline = tokio::time::Instant::now() + QUEUE_TIMEOUT;
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
+}
 
 impl RecordProducer {
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
@@ -112,7 +133,7 @@ impl RecordProducer {
         payload: &[u8],
         headers: OwnedHeaders,
     ) -> Result<Delivered, KafkaError> {
-        let headers = HeaderInjector::current().into_headers(headers);
+        let headers = HeaderInjector::current().add_to(headers);
         let record = FutureRecord::to(topic)
             .key(key)
             .payload(payload)
@@ -129,6 +150,47 @@ impl RecordProducer {
                 Err(error)
             }
         }
+    }
+
+    /// Sends records to one topic and waits for Kafka's answer on each;
+    /// results are in input order. All are queued before any is awaited,
+    /// and the current span's trace context goes on every one: the batch
+    /// costs one future per record, not one task with a span of its own.
+    pub async fn send_batch(
+        &self,
+        topic: &str,
+        records: Vec<(&[u8], &[u8], OwnedHeaders)>,
+    ) -> Vec<Result<Delivered, KafkaError>> {
+        let trace = HeaderInjector::current();
+        let producer = self.current();
+        let mut queued = Vec::new();
+        for (key, payload, headers) in records {
+            let record = FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .headers(trace.add_to(headers));
+            queued.push(enqueue(&producer, record).await);
+        }
+        let mut results = Vec::with_capacity(queued.len());
+        for queued in queued {
+            let delivered = match queued {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(d)) => Ok(Delivered {
+                        partition: d.partition,
+                        offset: d.offset,
+                    }),
+                    Ok(Err((error, _))) => Err(error),
+                    Err(_cancelled) => Err(KafkaError::Canceled),
+                },
+                Err(error) => Err(error),
+            };
+            if let Err(error) = &delivered {
+                warn!(topic, %error, "delivery failed");
+                self.renew_if_stuck(&producer, error);
+            }
+            results.push(delivered);
+        }
+        results
     }
 
     /// Waits for every queued record to be delivered (used on shutdown).

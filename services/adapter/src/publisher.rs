@@ -1,15 +1,18 @@
 //! Turning agency records into signed envelopes on their Kafka topics.
 //! Shared by the gRPC facade and the outbox connector.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use futures::future::join_all;
 use govbus_core::{Catalog, FieldViolation, RecordLimits, ValidRecord, validate_record};
-use govbus_kafka::RecordProducer;
+use govbus_kafka::{Delivered, RecordProducer};
 use govbus_proto::v1::{PublishOutcome, PublishResult, Record};
 use govbus_security::{Identity, Signer};
 use prost::Message;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::{
+    error::KafkaError,
+    message::{Header, OwnedHeaders},
+};
 use tracing::{Instrument, debug, info_span};
 
 /// A record ready to go: validated, completed, signed, encoded.
@@ -143,49 +146,70 @@ impl Publisher {
     }
 
     /// Produces every prepared record and waits for Kafka's answer on each.
-    /// Results are in input order.
+    /// Results are in input order. Each topic's records go out as one batch
+    /// under one producer span (OpenTelemetry messaging: a batch publish,
+    /// `messaging.batch.message_count`); every record carries that span's
+    /// trace context and its id in a header.
     pub async fn send(&self, batch: Vec<Prepared>) -> Vec<PublishResult> {
-        let sends = batch.into_iter().enumerate().map(|(i, p)| {
+        let mut topics: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, p) in batch.iter().enumerate() {
+            match topics.iter_mut().find(|(topic, _)| *topic == p.topic) {
+                Some((_, members)) => members.push(i),
+                None => topics.push((&p.topic, vec![i])),
+            }
+        }
+        let sends = topics.iter().map(|(topic, members)| {
             let span = info_span!(
-                "publish_record",
-                otel.name = %format!("publish {}", p.topic),
+                "publish_batch",
+                otel.name = %format!("publish {topic}"),
                 otel.kind = "producer",
                 messaging.system = "kafka",
                 messaging.operation.type = "publish",
-                messaging.destination.name = %p.topic,
-                record_type = %p.record_type,
-                record_id = %p.record_id,
+                messaging.destination.name = %topic,
+                messaging.batch.message_count = members.len(),
             );
-            async move {
-                let headers = OwnedHeaders::new()
-                    .insert(Header {
-                        key: "govbus-record-type",
-                        value: Some(p.record_type.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: "govbus-record-id",
-                        value: Some(p.record_id.as_bytes()),
-                    });
-                let sent = self
-                    .producer
-                    .send(&p.topic, p.key.as_bytes(), &p.envelope, headers)
-                    .await;
-                metrics::counter!(
-                    "govbus_records_published_total",
-                    "record_type" => p.record_type.clone(),
-                    "outcome" => if sent.is_ok() { "accepted" } else { "failed" }
-                )
-                .increment(1);
+            let records: Vec<_> = members
+                .iter()
+                .map(|&i| {
+                    let p = &batch[i];
+                    let headers = OwnedHeaders::new_with_capacity(2)
+                        .insert(Header {
+                            key: "govbus-record-type",
+                            value: Some(p.record_type.as_bytes()),
+                        })
+                        .insert(Header {
+                            key: "govbus-record-id",
+                            value: Some(p.record_id.as_bytes()),
+                        });
+                    (p.key.as_bytes(), p.envelope.as_slice(), headers)
+                })
+                .collect();
+            self.producer.send_batch(topic, records).instrument(span)
+        });
+        let sent: Vec<_> = join_all(sends).await;
+        let mut outcomes: Vec<Option<Result<Delivered, KafkaError>>> =
+            (0..batch.len()).map(|_| None).collect();
+        for ((_, members), results) in topics.iter().zip(sent) {
+            for (&i, result) in members.iter().zip(results) {
+                outcomes[i] = Some(result);
+            }
+        }
+        let mut counted: HashMap<(&str, &'static str), u64> = HashMap::new();
+        let results = batch
+            .iter()
+            .zip(outcomes)
+            .enumerate()
+            .map(|(i, (p, sent))| {
+                let sent = sent.unwrap_or(Err(KafkaError::Canceled));
+                let outcome = if sent.is_ok() { "accepted" } else { "failed" };
+                *counted.entry((&p.record_type, outcome)).or_default() += 1;
                 let (outcome, partition, offset, error) = match sent {
-                    Ok(d) => {
-                        debug!(partition = d.partition, offset = d.offset, "delivered");
-                        (
-                            PublishOutcome::Accepted,
-                            d.partition,
-                            d.offset,
-                            String::new(),
-                        )
-                    }
+                    Ok(d) => (
+                        PublishOutcome::Accepted,
+                        d.partition,
+                        d.offset,
+                        String::new(),
+                    ),
                     Err(e) => (
                         PublishOutcome::Failed,
                         -1,
@@ -193,18 +217,26 @@ impl Publisher {
                         format!("kafka did not accept the record: {e}"),
                     ),
                 };
+                debug!(record_id = p.record_id, partition, offset, "produced");
                 PublishResult {
                     index: i as u32,
-                    record_id: p.record_id,
+                    record_id: p.record_id.clone(),
                     outcome: outcome as i32,
-                    topic: p.topic,
+                    topic: p.topic.clone(),
                     partition,
                     offset,
                     error,
                 }
-            }
-            .instrument(span)
-        });
-        join_all(sends).await
+            })
+            .collect();
+        for ((record_type, outcome), n) in counted {
+            metrics::counter!(
+                "govbus_records_published_total",
+                "record_type" => record_type.to_string(),
+                "outcome" => outcome
+            )
+            .increment(n);
+        }
+        results
     }
 }
