@@ -73,6 +73,9 @@ pub struct Verified {
     pub key_id: String,
 }
 
+/// Bytes of randomness per payload field.
+const SALT_BYTES: usize = 16;
+
 /// Signs records as one agency system.
 pub struct Signer {
     identity: Identity,
@@ -152,8 +155,9 @@ impl Signer {
             return Ok(());
         }
         let signed_at = now_timestamp();
+        let mut salts = self.salts(records)?.into_iter();
         for record in records.iter_mut() {
-            let field_salts = self.salts(record)?;
+            let field_salts = salts.next().unwrap_or_default();
             record.signature = Some(RecordSignature {
                 signer: self.identity.to_string(),
                 key_id: self.key_id.clone(),
@@ -181,24 +185,32 @@ impl Signer {
         Ok(())
     }
 
-    /// A random salt for each payload field, drawn in one call (each call is
-    /// a getrandom syscall).
-    fn salts(&self, record: &Record) -> Result<HashMap<u32, Vec<u8>>, SignError> {
-        let Some(payload) = &record.payload else {
-            return Ok(HashMap::new());
-        };
-        let numbers: Vec<u32> = govbus_core::wire::split_fields(&payload.value)
-            .map_err(SigningInputError::from)?
-            .into_keys()
-            .collect();
-        let mut salts = vec![0u8; 16 * numbers.len()];
+    /// A random salt for each payload field of each record, all drawn in
+    /// one call (each call is a getrandom syscall).
+    fn salts(&self, records: &[Record]) -> Result<Vec<HashMap<u32, Vec<u8>>>, SignError> {
+        let numbers = records
+            .iter()
+            .map(|record| match &record.payload {
+                None => Ok(Vec::new()),
+                Some(payload) => govbus_core::wire::split_fields(&payload.value)
+                    .map(|fields| fields.into_keys().collect::<Vec<u32>>()),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(SigningInputError::from)?;
+        let mut random = vec![0u8; SALT_BYTES * numbers.iter().map(Vec::len).sum::<usize>()];
         self.random
-            .fill(&mut salts)
+            .fill(&mut random)
             .map_err(|_| SignError::Random)?;
+        let mut drawn = random.chunks(SALT_BYTES);
         Ok(numbers
             .into_iter()
-            .zip(salts.chunks(16))
-            .map(|(number, salt)| (number, salt.to_vec()))
+            .map(|numbers| {
+                numbers
+                    .into_iter()
+                    .zip(drawn.by_ref())
+                    .map(|(number, salt)| (number, salt.to_vec()))
+                    .collect()
+            })
             .collect())
     }
 }

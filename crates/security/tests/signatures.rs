@@ -206,6 +206,33 @@ fn a_batch_signature_covers_each_record_alone() {
     assert_eq!(verify(&r, &ca_der), Err(VerifyError::BadSignature));
 }
 
+/// The salts of a batch are drawn together, but no two fields of any
+/// records share one: a shared salt would let a field's digest in one
+/// minimised record be compared with another's.
+#[test]
+fn every_field_of_a_batch_has_a_salt_of_its_own() {
+    let ca = ca();
+    let signer = signer(&ca, "agency/civil-registry/system/fhdy");
+    let batch = batch_of(&signer, 7);
+    let mut seen = std::collections::HashSet::new();
+    let mut fields = 0;
+    for r in &batch {
+        let salts = &r.signature.as_ref().unwrap().field_salts;
+        let numbers = govbus_core::wire::split_fields(&r.payload.as_ref().unwrap().value).unwrap();
+        assert_eq!(
+            salts.keys().copied().collect::<std::collections::BTreeSet<_>>(),
+            numbers.keys().copied().collect(),
+            "a salt for each payload field, and no other"
+        );
+        for salt in salts.values() {
+            assert_eq!(salt.len(), 16);
+            assert!(seen.insert(salt.clone()), "salt used twice: {salt:?}");
+            fields += 1;
+        }
+    }
+    assert_eq!(fields, 7 * 4, "four payload fields per record");
+}
+
 /// Records signed one by one, before batch signatures, still verify.
 #[test]
 fn records_signed_alone_still_verify() {
