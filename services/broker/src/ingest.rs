@@ -81,6 +81,20 @@ impl ConsumerContext for IngestContext {
     }
 }
 
+/// A batch checked by the reader, for the writer. An empty one (no records,
+/// no positions) only says when the consumer found nothing more to read.
+#[derive(Default)]
+struct Checked {
+    good: Vec<IngestedRecord>,
+    /// Records refused and already in the dead letters.
+    dead: usize,
+    /// Per partition, the offset after the batch's last message.
+    positions: BTreeMap<(String, i32), i64>,
+    /// When the consumer found nothing more after this batch.
+    drained_at: Option<i64>,
+    span: Option<tracing::Span>,
+}
+
 /// A message taken off Kafka, owned so the consumer can move on.
 struct Consumed {
     topic: String,
@@ -166,16 +180,60 @@ impl Ingestor {
     }
 
     /// Consumes until `shutdown`; the batch under way is finished first.
+    ///
+    /// Two stages joined by a queue of one batch: the reader takes batch
+    /// n+1 off Kafka and checks it (on the blocking pool) while the writer
+    /// stores batch n (on the database's connection). Batches are written,
+    /// and their offsets stored, in the order they were read.
     pub async fn run(self, shutdown: CancellationToken) {
+        let (to_writer, mut queued) = tokio::sync::mpsc::channel::<Checked>(1);
+        let this = &self;
+        let shutdown = &shutdown;
+        let read = async move {
+            this.read(to_writer, shutdown).await;
+        };
+        let write = async move {
+            while let Some(batch) = queued.recv().await {
+                if !this.write(batch, shutdown).await {
+                    break;
+                }
+            }
+        };
+        tokio::join!(read, write);
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(())
+            | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                warn!(error = %e, "final offset commit failed; the next owner re-reads from the last commit")
+            }
+        }
+        info!("ingest stopped");
+    }
+
+    /// The first stage: batches off Kafka, checked, refused records sent to
+    /// the dead letters, then handed to the writer. Returns on shutdown, or
+    /// when the writer has stopped.
+    async fn read(
+        &self,
+        to_writer: tokio::sync::mpsc::Sender<Checked>,
+        shutdown: &CancellationToken,
+    ) {
         loop {
             let first = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => return,
                 m = tokio::time::timeout(Duration::from_millis(200), self.consumer.recv()) => m,
             };
             let first = match first {
-                // Nothing arrived for a while: the showcase holds all there is.
+                // Nothing arrived for a while: once the writer has stored
+                // what came before, the showcase holds all there is.
                 Err(_) => {
-                    self.freshness.caught_up(now_micros());
+                    let idle = Checked {
+                        drained_at: Some(now_micros()),
+                        ..Checked::default()
+                    };
+                    if to_writer.send(idle).await.is_err() {
+                        return;
+                    }
                     continue;
                 }
                 Ok(Err(e)) => {
@@ -210,38 +268,39 @@ impl Ingestor {
             }
             span.record("records", batch.len());
             span.record("messaging.batch.message_count", batch.len());
-            let done = self.ingest(batch, &shutdown).instrument(span).await;
-            if done && let Some(at) = drained_at {
-                self.freshness.caught_up(at);
+            let checked = self
+                .check(batch, drained_at, &span, shutdown)
+                .instrument(span.clone())
+                .await;
+            // None: shutdown came first; nothing of the batch is stored or
+            // acknowledged, so it is read again after the restart.
+            let Some(checked) = checked else { return };
+            if to_writer.send(checked).await.is_err() {
+                return;
             }
         }
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(())
-            | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => {
-                warn!(error = %e, "final offset commit failed; the next owner re-reads from the last commit")
-            }
-        }
-        info!("ingest stopped");
     }
 
-    /// Checks, stores and acknowledges one batch. Returns false when shutdown
-    /// interrupted it before its offsets were stored (it will be redelivered).
-    async fn ingest(&self, batch: Vec<Consumed>, shutdown: &CancellationToken) -> bool {
+    /// Checks a batch and sends its refused records to the dead letters.
+    /// `None` when shutdown interrupted it.
+    async fn check(
+        &self,
+        batch: Vec<Consumed>,
+        drained_at: Option<i64>,
+        span: &tracing::Span,
+        shutdown: &CancellationToken,
+    ) -> Option<Checked> {
         let now = now_micros();
-        let mut good = Vec::with_capacity(batch.len());
         let mut positions: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        let mut dead = Vec::new();
         for message in &batch {
             let next = positions
                 .entry((message.topic.clone(), message.partition))
                 .or_insert(message.offset + 1);
             *next = (*next).max(message.offset + 1);
         }
-        let Some(checked) = check_on_all_cores(&self.checker, batch).await else {
-            return false;
-        };
-        for (message, checked) in checked {
+        let mut good = Vec::with_capacity(batch.len());
+        let mut dead = Vec::new();
+        for (message, checked) in check_on_all_cores(&self.checker, batch).await? {
             match checked {
                 Ok(record) => good.push(IngestedRecord {
                     record,
@@ -254,16 +313,67 @@ impl Ingestor {
                 Err(reason) => dead.push((message, reason)),
             }
         }
-
         for (message, reason) in &dead {
             if !self.dead_letter(message, reason, shutdown).await {
+                return None;
+            }
+        }
+        Some(Checked {
+            good,
+            dead: dead.len(),
+            positions,
+            drained_at,
+            span: Some(span.clone()),
+        })
+    }
+
+    /// The second stage: stores a checked batch in one transaction, then
+    /// its offsets. Returns false when shutdown interrupted it before its
+    /// offsets were stored (it will be redelivered).
+    async fn write(&self, batch: Checked, shutdown: &CancellationToken) -> bool {
+        let Checked {
+            good,
+            dead,
+            positions,
+            drained_at,
+            span,
+        } = batch;
+        if !good.is_empty() {
+            let span = span.unwrap_or_else(tracing::Span::none);
+            if !self.store(&good, dead, shutdown).instrument(span).await {
                 return false;
             }
         }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in &positions {
+            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+                warn!(topic, partition, error = %e, "cannot record offset");
+            }
+        }
+        if tpl.count() > 0
+            && let Err(e) = self.consumer.store_offsets(&tpl)
+        {
+            // After a revoke the partition belongs to another member, which
+            // re-reads from the last commit; the showcase ignores the repeats.
+            debug!(error = %e, "offsets not stored");
+        }
+        if let Some(at) = drained_at {
+            self.freshness.caught_up(at);
+        }
+        true
+    }
 
+    /// Applies records to the showcase, retrying until the database takes
+    /// them. Returns false if shutdown came first.
+    async fn store(
+        &self,
+        good: &[IngestedRecord],
+        dead: usize,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.showcase.apply(&good).await {
+            match self.showcase.apply(good).await {
                 Ok(stats) => {
                     metrics::counter!("govbus_records_ingested_total", "outcome" => "applied")
                         .increment(stats.applied);
@@ -272,10 +382,10 @@ impl Ingestor {
                     debug!(
                         applied = stats.applied,
                         stale = stats.stale,
-                        dead = dead.len(),
+                        dead,
                         "batch stored"
                     );
-                    break;
+                    return true;
                 }
                 Err(e) => {
                     error!(error = %e, "showcase write failed; retrying the batch");
@@ -287,19 +397,6 @@ impl Ingestor {
                 }
             }
         }
-
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in &positions {
-            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
-                warn!(topic, partition, error = %e, "cannot record offset");
-            }
-        }
-        if let Err(e) = self.consumer.store_offsets(&tpl) {
-            // After a revoke the partition belongs to another member, which
-            // re-reads from the last commit; the showcase ignores the repeats.
-            debug!(error = %e, "offsets not stored");
-        }
-        true
     }
 
     /// Sends a refused record to the dead-letter topic, retrying until Kafka
