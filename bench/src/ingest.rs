@@ -3,12 +3,17 @@
 //! bytes on the same cluster; and freshness, from a publish acknowledged to
 //! the record visible in a `GetEvidence` answer.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 
 use govbus_kafka::KafkaSettings;
-use govbus_proto::v1::{PublishRequest, Record, agency_adapter_client::AgencyAdapterClient};
+use govbus_proto::v1::{
+    PublishRequest, PublishResult, Record, agency_adapter_client::AgencyAdapterClient,
+};
 use govbus_security::Signer;
 use govbus_store::Showcase;
 use hdrhistogram::Histogram;
@@ -143,10 +148,12 @@ fn births(from: u64, to: u64, version: u64) -> Vec<Record> {
         .collect()
 }
 
+/// Publishes `records` in one call; every one must be accepted. Returns
+/// where Kafka put each, in order.
 async fn publish(
     client: &mut AgencyAdapterClient<Channel>,
     records: Vec<Record>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<PublishResult>> {
     let reply = client
         .publish(PublishRequest { records })
         .await?
@@ -163,18 +170,56 @@ async fn publish(
         reply.results.len(),
         reply.results.iter().find(|r| !r.error.is_empty())
     );
-    Ok(())
+    Ok(reply.results)
 }
 
-async fn wait_for_count(showcase: &Showcase, at_least: i64) -> anyhow::Result<()> {
+/// The citizen of the last record (highest offset) Kafka took on each
+/// partition.
+type LastOnPartition = HashMap<i32, (i64, u64)>;
+
+fn note_last(last: &mut LastOnPartition, partition: i32, offset: i64, citizen: u64) {
+    let slot = last.entry(partition).or_insert((offset, citizen));
+    if offset > slot.0 {
+        *slot = (offset, citizen);
+    }
+}
+
+/// Waits until the last record of every partition is in the showcase. The
+/// broker stores each partition's records in offset order, so then all are;
+/// a count of the whole showcase, polled, would itself cost the run much
+/// CPU (it reads every page of an index) and is taken once, at the end.
+async fn wait_for_last(
+    showcase: &Showcase,
+    last: LastOnPartition,
+    expected: i64,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
-    while showcase.count().await? < at_least {
+    let mut waiting: Vec<u64> = last.into_values().map(|(_, citizen)| citizen).collect();
+    while !waiting.is_empty() {
+        let mut still = Vec::with_capacity(waiting.len());
+        for citizen in waiting {
+            if showcase
+                .current(seed::RECORD_TYPE, &seed::citizen(citizen))
+                .await?
+                .is_empty()
+            {
+                still.push(citizen);
+            }
+        }
+        waiting = still;
         anyhow::ensure!(
             Instant::now() < deadline,
-            "showcase never reached {at_least}"
+            "the showcase never received the last record of every partition"
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        if !waiting.is_empty() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
+    let count = showcase.count().await?;
+    anyhow::ensure!(
+        count >= expected,
+        "the showcase holds {count} records after the last of every partition; expected {expected}"
+    );
     Ok(())
 }
 
@@ -196,19 +241,26 @@ pub async fn through_govbus(
         let batch = shape.batch;
         tasks.push(tokio::spawn(async move {
             let mut at = from;
+            let mut last = LastOnPartition::new();
             while at < to {
                 let next = (at + batch).min(to);
-                publish(&mut client, births(at, next, 1)).await?;
+                let results = publish(&mut client, births(at, next, 1)).await?;
+                for (citizen, r) in (at..next).zip(results) {
+                    note_last(&mut last, r.partition, r.offset, citizen);
+                }
                 at = next;
             }
-            anyhow::Ok(())
+            anyhow::Ok(last)
         }));
     }
+    let mut last = LastOnPartition::new();
     for task in tasks {
-        task.await??;
+        for (partition, (offset, citizen)) in task.await?? {
+            note_last(&mut last, partition, offset, citizen);
+        }
     }
     let published = started.elapsed();
-    wait_for_count(showcase, (first + shape.records) as i64).await?;
+    wait_for_last(showcase, last, (first + shape.records) as i64).await?;
     Ok(Throughput {
         records: shape.records,
         elapsed: started.elapsed(),
