@@ -264,8 +264,10 @@ impl Report {
              batches of {}; the adapter validates, signs each call's records under one \
              signature, produces idempotently and answers after Kafka's acknowledgement), \
              until all are current in the showcase (the broker checks every record — its \
-             inclusion proof, each batch signature once — writes current + history in one \
-             transaction per batch, then stores offsets). Baseline: the same number of \
+             inclusion proof, each batch signature once — while it writes the batch before: \
+             current + history in one transaction per batch, then offsets; the run ends when \
+             the last record Kafka took on each partition is current, the whole count is \
+             checked once after). Baseline: the same number of \
              signed envelopes \
              ({} bytes each) produced by a bare rdkafka producer with the adapter's producer \
              settings and read by a bare consumer with the broker's fetch settings, on the \
