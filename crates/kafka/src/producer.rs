@@ -173,7 +173,7 @@ impl RecordProducer {
         }
         let mut results = Vec::with_capacity(queued.len());
         for queued in queued {
-            let delivered = match queued {
+            results.push(match queued {
                 Ok(delivery) => match delivery.await {
                     Ok(Ok(d)) => Ok(Delivered {
                         partition: d.partition,
@@ -183,12 +183,13 @@ impl RecordProducer {
                     Err(_cancelled) => Err(KafkaError::Canceled),
                 },
                 Err(error) => Err(error),
-            };
-            if let Err(error) = &delivered {
-                warn!(topic, %error, "delivery failed");
-                self.renew_if_stuck(&producer, error);
-            }
-            results.push(delivered);
+            });
+        }
+        // Once per batch: a stuck session fails every record of it.
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        if let Some(Err(error)) = results.iter().find(|r| r.is_err()) {
+            warn!(topic, failed, %error, "delivery failed");
+            self.renew_if_stuck(&producer, error);
         }
         results
     }

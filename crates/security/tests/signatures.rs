@@ -220,7 +220,10 @@ fn every_field_of_a_batch_has_a_salt_of_its_own() {
         let salts = &r.signature.as_ref().unwrap().field_salts;
         let numbers = govbus_core::wire::split_fields(&r.payload.as_ref().unwrap().value).unwrap();
         assert_eq!(
-            salts.keys().copied().collect::<std::collections::BTreeSet<_>>(),
+            salts
+                .keys()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>(),
             numbers.keys().copied().collect(),
             "a salt for each payload field, and no other"
         );
