@@ -66,6 +66,49 @@ async fn a_batch_with_many_versions_of_one_record_keeps_the_newest() {
     assert_eq!(showcase.history_count().await.unwrap(), 4);
 }
 
+/// A batch longer than one statement's rows (500) goes in several
+/// statements of one transaction; a shorter one, on PostgreSQL, in one
+/// statement for both tables. Either way all of it is applied, and applying
+/// it again changes nothing.
+#[tokio::test]
+async fn batches_longer_than_one_statement_apply_whole() {
+    let bus = TestBus::start();
+    let showcase = open_showcase(&bus, "showcase.db").await;
+    let long: Vec<IngestedRecord> = (0..1201)
+        .map(|n| ingested(&pinfl(n), 1, n as i64))
+        .collect();
+    let short: Vec<IngestedRecord> = (1201..1301)
+        .map(|n| ingested(&pinfl(n), 1, n as i64))
+        .collect();
+    for batch in [&long, &short] {
+        let n = batch.len() as u64;
+        let stats = showcase.apply(batch).await.expect("batch applies");
+        assert_eq!(
+            stats,
+            ApplyStats {
+                applied: n,
+                stale: 0
+            }
+        );
+        let again = showcase.apply(batch).await.expect("repeat applies");
+        assert_eq!(
+            again,
+            ApplyStats {
+                applied: 0,
+                stale: n
+            }
+        );
+    }
+    assert_eq!(showcase.count().await.unwrap(), 1301);
+    assert_eq!(showcase.history_count().await.unwrap(), 1301);
+    let last = showcase
+        .current("birth_certificate", &pinfl(1200))
+        .await
+        .unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].offset, 1200);
+}
+
 /// Concurrent reads share statements (crates/store/src/current_reads.rs):
 /// each caller still gets exactly its own subject's records of its own
 /// type, in record-key order, and nothing when there are none.
