@@ -133,23 +133,10 @@ impl RecordProducer {
         payload: &[u8],
         headers: OwnedHeaders,
     ) -> Result<Delivered, KafkaError> {
-        let headers = HeaderInjector::current().add_to(headers);
-        let record = FutureRecord::to(topic)
-            .key(key)
-            .payload(payload)
-            .headers(headers);
-        let producer = self.current();
-        match producer.send(record, QUEUE_TIMEOUT).await {
-            Ok(delivery) => Ok(Delivered {
-                partition: delivery.partition,
-                offset: delivery.offset,
-            }),
-            Err((error, _)) => {
-                warn!(topic, %error, "delivery failed");
-                self.renew_if_stuck(&producer, &error);
-                Err(error)
-            }
-        }
+        self.send_batch(topic, vec![(key, payload, headers)])
+            .await
+            .pop()
+            .unwrap_or(Err(KafkaError::Canceled))
     }
 
     /// Sends records to one topic and waits for Kafka's answer on each;

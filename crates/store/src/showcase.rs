@@ -83,6 +83,23 @@ impl Table {
         }
     }
 
+    /// Columns bound per row.
+    fn width(self) -> usize {
+        self.columns().split(',').count()
+    }
+
+    /// A multi-row INSERT of `rows` rows, its parameters following `before`
+    /// others of the same statement.
+    fn insert_sql(self, backend: crate::Backend, before: usize, rows: usize) -> String {
+        format!(
+            "INSERT INTO {} ({}) VALUES {}{}",
+            self.name(),
+            self.columns(),
+            crate::database::values_placeholders_after(backend, before, rows, self.width()),
+            self.conflict()
+        )
+    }
+
     /// What follows the VALUES: a record becomes current only over an older
     /// version; a version enters the history once.
     fn conflict(self) -> &'static str {
@@ -114,16 +131,9 @@ async fn insert_rows(
     table: Table,
     rows: &[&IngestedRecord],
 ) -> Result<u64, StoreError> {
-    let columns = table.columns();
-    let width = columns.split(',').count();
     let mut affected = 0;
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO {} ({columns}) VALUES {}{}",
-            table.name(),
-            crate::database::values_placeholders(backend, chunk.len(), width),
-            table.conflict()
-        );
+        let sql = table.insert_sql(backend, 0, chunk.len());
         let query = bind_rows(sqlx::query(sqlx::AssertSqlSafe(sql)), table, chunk);
         affected += query.execute(&mut **tx).await?.rows_affected();
     }
@@ -170,26 +180,14 @@ async fn apply_in_one_statement(
     current: &[&IngestedRecord],
     all: &[&IngestedRecord],
 ) -> Result<u64, StoreError> {
-    let backend = db.backend;
-    let history_width = Table::History.columns().split(',').count();
-    let current_width = Table::Current.columns().split(',').count();
     let sql = format!(
-        "WITH history AS (INSERT INTO {} ({}) VALUES {}{}), \
-              current AS (INSERT INTO {} ({}) VALUES {}{} RETURNING 1) \
-         SELECT COUNT(*) FROM current",
-        Table::History.name(),
-        Table::History.columns(),
-        crate::database::values_placeholders(backend, all.len(), history_width),
-        Table::History.conflict(),
-        Table::Current.name(),
-        Table::Current.columns(),
-        crate::database::values_placeholders_after(
-            backend,
-            all.len() * history_width,
-            current.len(),
-            current_width
+        "WITH history AS ({}), current AS ({} RETURNING 1) SELECT COUNT(*) FROM current",
+        Table::History.insert_sql(db.backend, 0, all.len()),
+        Table::Current.insert_sql(
+            db.backend,
+            all.len() * Table::History.width(),
+            current.len()
         ),
-        Table::Current.conflict(),
     );
     let query = bind_rows(sqlx::query(sqlx::AssertSqlSafe(sql)), Table::History, all);
     let query = bind_rows(query, Table::Current, current);
