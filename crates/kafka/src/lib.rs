@@ -5,12 +5,14 @@
 mod admin;
 mod embedded;
 mod headers;
+mod offset_reset;
 mod producer;
 mod settings;
 
 pub use admin::ensure_topics;
 pub use embedded::{EmbeddedCluster, EmbeddedError};
 pub use headers::{HeaderExtractor, HeaderInjector, TRACEPARENT};
+pub use offset_reset::consumer_log;
 pub use producer::{Delivered, RecordProducer};
 pub use settings::{KafkaSettings, SettingsError};
 

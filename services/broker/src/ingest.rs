@@ -53,6 +53,10 @@ impl Freshness {
 pub struct IngestContext;
 
 impl ClientContext for IngestContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        govbus_kafka::consumer_log("ingest", level, fac, message);
+    }
+
     /// librdkafka's periodic statistics carry the lag of every assigned
     /// partition; they become the `govbus_consumer_lag` gauge.
     fn stats(&self, statistics: rdkafka::Statistics) {

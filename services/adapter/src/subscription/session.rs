@@ -44,7 +44,11 @@ pub struct Ack {
 /// Logs rebalances of a subscription's group (normally one member).
 pub struct SessionContext;
 
-impl ClientContext for SessionContext {}
+impl ClientContext for SessionContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        govbus_kafka::consumer_log("subscription", level, fac, message);
+    }
+}
 
 impl ConsumerContext for SessionContext {}
 
