@@ -1,6 +1,17 @@
 //! The showcase: a versioned, materialised view of every record on the bus,
 //! in SQLite (embedded default) or PostgreSQL (production) through sqlx.
 
+/// SQL joining the history row `h` that holds the envelope of the current
+/// row `r` (migration 0006: each version's envelope is stored once, in the
+/// history), for `concat!` into the statements that read current records.
+macro_rules! join_history_of_current {
+    () => {
+        " JOIN showcase_history AS h \
+           ON h.record_type = r.record_type AND h.subject_id = r.subject_id \
+          AND h.record_key = r.record_key AND h.version = r.version "
+    };
+}
+
 pub mod audit;
 mod audit_append;
 mod consents;

@@ -369,11 +369,12 @@ impl Showcase {
                         content_hash, envelope FROM showcase_history"
             }
             Table::Current => {
-                "SELECT r.record_type, r.subject_id, r.record_key, r.version, r.record_id, \
-                        r.status, r.content_hash, h.envelope \
-                 FROM showcase_records AS r JOIN showcase_history AS h \
-                   ON h.record_type = r.record_type AND h.subject_id = r.subject_id \
-                  AND h.record_key = r.record_key AND h.version = r.version"
+                concat!(
+                    "SELECT r.record_type, r.subject_id, r.record_key, r.version, r.record_id, \
+                            r.status, r.content_hash, h.envelope \
+                     FROM showcase_records AS r",
+                    join_history_of_current!()
+                )
             }
         };
         let mut rows = sqlx::query(sql).fetch(&self.db.pool);
