@@ -10,7 +10,8 @@ use tonic::transport::Channel;
 const TOTAL: u32 = 400;
 const CHUNK: u32 = 20;
 
-/// Publishes records `chunks` × CHUNK .. in chunks, a little apart, so the
+/// Publishes the chunks `chunks` of the stream (CHUNK records each, record
+/// n of chunk c being citizen c × CHUNK + n), a little apart, so that the
 /// broker consumes while they arrive.
 async fn publish_chunks(client: &mut AgencyAdapterClient<Channel>, chunks: Range<u32>) {
     for chunk in chunks {

@@ -36,8 +36,9 @@ async fn records_removed_before_ingest_are_reported() {
     broker.stop().await;
 
     // While it is down, one citizen's partition gets 20,000 new versions,
-    // ~8 MB after compression (salts and proofs do not compress): the
-    // embedded cluster drops the oldest, the broker's next offset among them.
+    // ~6 MB after compression (salts and proofs do not compress; the
+    // cluster kept ~17,000 of them when this was written): it drops the
+    // oldest, the broker's next offset among them.
     const LAST: u64 = 20_001;
     let mut client = adapter.adapter_client().await;
     for first in (2..=LAST).step_by(250) {

@@ -15,7 +15,11 @@ use tracing::error;
 /// in `govbus_consumer_offset_resets_total` and, where librdkafka names both
 /// offsets, `govbus_consumer_skipped_offsets_total`.
 pub fn consumer_log(consumer: &'static str, level: RDKafkaLogLevel, fac: &str, message: &str) {
-    let Some(reset) = ResetPastUnread::parse(level, fac, message) else {
+    // A reset backwards (after log truncation, say) reads records again,
+    // which the showcase and the inboxes ignore: librdkafka's warning is enough.
+    let Some(reset) = ResetPastUnread::parse(level, fac, message)
+        .filter(|reset| reset.skipped.is_none_or(|skipped| skipped > 0))
+    else {
         return DefaultClientContext.log(level, fac, message);
     };
     let topic = reset.topic.to_string();
@@ -52,8 +56,8 @@ pub fn consumer_log(consumer: &'static str, level: RDKafkaLogLevel, fac: &str, m
 struct ResetPastUnread<'a> {
     topic: &'a str,
     partition: &'a str,
-    /// Offsets between where the consumer was and where it was moved to,
-    /// when the message names both.
+    /// Offsets from where the consumer was to where it was moved (zero if
+    /// moved back), when the message names both.
     skipped: Option<u64>,
 }
 
@@ -70,10 +74,12 @@ impl<'a> ResetPastUnread<'a> {
         let (partition, rest) = rest.split_once("]: ")?;
         let rest = rest.strip_prefix("offset reset (at ")?;
         let from = rest.strip_prefix("offset ").and_then(leading_number);
+        // The target ends at its "(leader epoch …)", or at the reason.
         let to = rest
             .split_once(") to ")
-            .and_then(|(_, target)| target.split_once(" (").map(|(to, _)| to))
-            .and_then(|to| to.rsplit(' ').next())
+            .and_then(|(_, target)| target.split(": ").next())
+            .and_then(|target| target.split(" (").next())
+            .and_then(|target| target.rsplit(' ').next())
             .and_then(|n| n.parse::<u64>().ok());
         Some(Self {
             topic,
@@ -122,6 +128,24 @@ mod tests {
                 partition: "7",
                 skipped: None,
             })
+        );
+    }
+
+    #[test]
+    fn only_the_target_position_counts_as_the_target() {
+        let message = "t [1]: offset reset (at offset 40 (leader epoch 2), broker 1) to offset \
+                       55: fetch failed after 3 (tries): Broker: Offset out of range";
+        assert_eq!(
+            ResetPastUnread::parse(RDKafkaLogLevel::Warning, "OFFSET", message)
+                .and_then(|reset| reset.skipped),
+            Some(15)
+        );
+        let backwards = "t [1]: offset reset (at offset 40 (leader epoch 2), broker 1) to offset \
+                         12 (leader epoch 3): log truncation detected";
+        assert_eq!(
+            ResetPastUnread::parse(RDKafkaLogLevel::Warning, "OFFSET", backwards)
+                .and_then(|reset| reset.skipped),
+            Some(0)
         );
     }
 
