@@ -15,11 +15,7 @@ use tracing::error;
 /// in `govbus_consumer_offset_resets_total` and, where librdkafka names both
 /// offsets, `govbus_consumer_skipped_offsets_total`.
 pub fn consumer_log(consumer: &'static str, level: RDKafkaLogLevel, fac: &str, message: &str) {
-    // A reset backwards (after log truncation, say) reads records again,
-    // which the showcase and the inboxes ignore: librdkafka's warning is enough.
-    let Some(reset) = ResetPastUnread::parse(level, fac, message)
-        .filter(|reset| reset.skipped.is_none_or(|skipped| skipped > 0))
-    else {
+    let Some(reset) = ResetPastUnread::parse(level, fac, message) else {
         return DefaultClientContext.log(level, fac, message);
     };
     let topic = reset.topic.to_string();
@@ -51,13 +47,15 @@ pub fn consumer_log(consumer: &'static str, level: RDKafkaLogLevel, fac: &str, m
 /// logs it at warning level: `[thrd:…]: <topic> [<partition>]: offset reset
 /// (at offset <n> (…), broker <id>) to [cached BEGINNING offset ]offset <m>
 /// (…): <reason>: <error>`. Resets without an error (a group's first start)
-/// are only debug messages.
+/// are only debug messages. A reset backwards (after log truncation, say)
+/// is not one: it reads records again, which the showcase and the inboxes
+/// ignore, and librdkafka's warning is enough.
 #[derive(Debug, PartialEq, Eq)]
 struct ResetPastUnread<'a> {
     topic: &'a str,
     partition: &'a str,
-    /// Offsets from where the consumer was to where it was moved (zero if
-    /// moved back), when the message names both.
+    /// Offsets from where the consumer was to where it was moved, when the
+    /// message names both.
     skipped: Option<u64>,
 }
 
@@ -81,10 +79,14 @@ impl<'a> ResetPastUnread<'a> {
             .and_then(|target| target.split(" (").next())
             .and_then(|target| target.rsplit(' ').next())
             .and_then(|n| n.parse::<u64>().ok());
+        let skipped = match from.zip(to) {
+            Some((from, to)) if to <= from => return None,
+            known => known.map(|(from, to)| to - from),
+        };
         Some(Self {
             topic,
             partition,
-            skipped: from.zip(to).map(|(from, to)| to.saturating_sub(from)),
+            skipped,
         })
     }
 }
@@ -143,9 +145,9 @@ mod tests {
         let backwards = "t [1]: offset reset (at offset 40 (leader epoch 2), broker 1) to offset \
                          12 (leader epoch 3): log truncation detected";
         assert_eq!(
-            ResetPastUnread::parse(RDKafkaLogLevel::Warning, "OFFSET", backwards)
-                .and_then(|reset| reset.skipped),
-            Some(0)
+            ResetPastUnread::parse(RDKafkaLogLevel::Warning, "OFFSET", backwards),
+            None,
+            "a reset backwards skips nothing"
         );
     }
 
