@@ -146,6 +146,14 @@ async fn publish_and_query_traces_reach_an_otlp_receiver_and_connect() {
             .collect::<Vec<_>>()
     };
 
+    let attribute = |span: &Span, key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|v| v.value.clone())
+    };
+
     let publish = find("govbus-adapter", "govbus.v1.AgencyAdapter/Publish");
     assert_eq!(
         publish.len(),
@@ -161,6 +169,13 @@ async fn publish_and_query_traces_reach_an_otlp_receiver_and_connect() {
         "continues the caller's trace"
     );
     assert_eq!(publish.kind, SpanKind::Server as i32);
+    assert_eq!(
+        attribute(publish, "outcome"),
+        Some(Value::StringValue("done".into()))
+    );
+    assert_eq!(attribute(publish, "accepted"), Some(Value::IntValue(1)));
+    assert_eq!(attribute(publish, "failed"), Some(Value::IntValue(0)));
+    assert!(publish.events.is_empty(), "{:?}", publish.events);
 
     let produce = find("govbus-adapter", "publish govbus.records.birth_certificate");
     assert_eq!(produce.len(), 1);
@@ -201,6 +216,32 @@ async fn publish_and_query_traces_reach_an_otlp_receiver_and_connect() {
     );
     let reads = find("govbus-broker", "SELECT showcase_records");
     let answered = queries.last().unwrap();
+    // What the request did is on its span; traces take no info events.
+    assert_eq!(
+        attribute(answered, "outcome"),
+        Some(Value::StringValue("served".into()))
+    );
+    assert_eq!(attribute(answered, "records"), Some(Value::IntValue(1)));
+    assert_eq!(
+        attribute(answered, "caller"),
+        Some(Value::StringValue(PORTAL.into()))
+    );
+    assert_eq!(
+        attribute(answered, "purpose"),
+        Some(Value::StringValue("test-service-001".into()))
+    );
+    // Queries before the record arrived: refused, and the span says why.
+    for early in &queries[..queries.len() - 1] {
+        assert_eq!(
+            attribute(early, "outcome"),
+            Some(Value::StringValue("not found".into()))
+        );
+    }
+    assert!(
+        answered.events.is_empty(),
+        "info events stay out of traces: {:?}",
+        answered.events
+    );
     assert!(
         reads
             .iter()

@@ -144,18 +144,25 @@ impl AgencyAdapter for AdapterService {
             "publish",
             "govbus.v1.AgencyAdapter",
             "Publish",
-            records = request.get_ref().records.len()
+            records = request.get_ref().records.len(),
+            outcome = tracing::field::Empty,
+            accepted = tracing::field::Empty,
+            failed = tracing::field::Empty,
         );
         govbus_server::continue_trace(&span, request.metadata());
         govbus_server::metrics::observed(
             "govbus.v1.AgencyAdapter",
             "Publish",
             async move {
+                // The outcome is a field of the span: traces take no info events.
+                let span = tracing::Span::current();
                 let caller = govbus_server::caller(&request)?;
                 self.check_caller(&caller).inspect_err(|e| {
+                    span.record("outcome", "refused");
                     info!(error = %e, "publish refused");
                 })?;
                 let prepared = self.prepare_all(request.into_inner()).inspect_err(|e| {
+                    span.record("outcome", "rejected");
                     info!(error = %e, "publish rejected");
                 })?;
                 let results = self.publisher.send(prepared).await;
@@ -163,7 +170,10 @@ impl AgencyAdapter for AdapterService {
                     .iter()
                     .filter(|r| r.outcome != PublishOutcome::Accepted as i32)
                     .count();
-                info!(accepted = results.len() - failed, failed, "publish done");
+                span.record("outcome", "done");
+                span.record("accepted", (results.len() - failed) as i64);
+                span.record("failed", failed as i64);
+                info!("publish done");
                 Ok(Response::new(PublishResponse { results }))
             }
             .instrument(span),

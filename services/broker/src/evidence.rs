@@ -355,6 +355,9 @@ impl OnceOnly for OnceOnlyService {
             record_type = %request.get_ref().record_type,
             caller = tracing::field::Empty,
             trace_id = tracing::field::Empty,
+            purpose = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            records = tracing::field::Empty,
         );
         govbus_server::continue_trace(&span, request.metadata());
         govbus_server::metrics::observed(
@@ -362,13 +365,15 @@ impl OnceOnly for OnceOnlyService {
             "GetEvidence",
             async move {
                 let span = tracing::Span::current();
-                span.record("trace_id", govbus_telemetry::current_trace_id());
+                let trace_id = govbus_telemetry::current_trace_id();
+                span.record("trace_id", trace_id.as_str());
                 let caller = govbus_server::caller(&request)?;
-                span.record("caller", caller.to_string());
+                let caller_name = caller.to_string();
+                span.record("caller", caller_name.as_str());
                 let request = request.into_inner();
                 let raw = AuditEntry {
                     at_us: now_micros(),
-                    caller: caller.to_string(),
+                    caller: caller_name,
                     subject_id: request.subject_id.chars().take(64).collect(),
                     record_type: request.record_type.chars().take(64).collect(),
                     purpose: request.purpose.chars().take(128).collect(),
@@ -376,11 +381,12 @@ impl OnceOnly for OnceOnlyService {
                     decision: "invalid".into(),
                     reason: String::new(),
                     request_id: request.request_id.chars().take(128).collect(),
-                    trace_id: govbus_telemetry::current_trace_id(),
+                    trace_id,
                     records: 0,
                 };
                 let (result, entry) = match EvidenceQuery::parse(request, &self.catalog) {
                     Err(e) => {
+                        span.record("outcome", "rejected");
                         info!(error = %e, "evidence request rejected");
                         let entry = AuditEntry {
                             reason: e.to_string(),
@@ -392,12 +398,16 @@ impl OnceOnly for OnceOnlyService {
                         span.record("request_id", query.request_id.as_str());
                         let result = self.evidence(&caller, &query).await;
                         let entry = audit_entry(raw, &query, &result);
+                        // The outcome is a field of the span, which both
+                        // the trace (it takes no info events) and the log
+                        // line below show.
+                        span.record("purpose", query.purpose.as_str());
                         match &result {
-                            Ok((reply, _)) => info!(
-                                purpose = query.purpose,
-                                records = reply.evidence.len(),
-                                "evidence served"
-                            ),
+                            Ok((reply, _)) => {
+                                span.record("outcome", "served");
+                                span.record("records", reply.evidence.len() as i64);
+                                info!("evidence served")
+                            }
                             // Not-found and consent messages name the subject; the log must not.
                             Err(e) => {
                                 let outcome = match e {
@@ -408,7 +418,8 @@ impl OnceOnly for OnceOnlyService {
                                     EvidenceError::Denied(denial) => denial.to_string(),
                                     _ => "failed".to_string(),
                                 };
-                                info!(purpose = query.purpose, outcome, "no evidence served");
+                                span.record("outcome", outcome.as_str());
+                                info!("no evidence served");
                             }
                         }
                         (result, entry)
