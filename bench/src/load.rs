@@ -25,6 +25,9 @@ pub struct LoadResult {
     /// Microseconds.
     pub latency: Histogram<u64>,
     pub first_error: Option<String>,
+    /// CPU time the whole process (servers and generator) used while the
+    /// calls were measured.
+    pub cpu: Duration,
 }
 
 impl LoadResult {
@@ -37,17 +40,41 @@ impl LoadResult {
         self.latency.value_at_quantile(quantile) as f64 / 1000.0
     }
 
+    /// Microseconds of CPU per measured call, servers and generator
+    /// together.
+    pub fn cpu_us_per_call(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.calls.max(1) as f64
+    }
+
     pub fn summary(&self) -> String {
         format!(
-            "{:.0} calls/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms ({} calls, {} errors)",
+            "{:.0} calls/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, {:.0} µs CPU/call \
+             ({} calls, {} errors)",
             self.per_second(),
             self.ms(0.5),
             self.ms(0.99),
             self.ms(0.999),
+            self.cpu_us_per_call(),
             self.calls,
             self.errors
         )
     }
+}
+
+/// CPU time used by this process so far, all threads.
+fn process_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// The process's CPU time between `from` and `to`.
+fn cpu_between(from: Instant, to: Instant) -> tokio::task::JoinHandle<Duration> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(from.into()).await;
+        let start = process_cpu();
+        tokio::time::sleep_until(to.into()).await;
+        process_cpu().saturating_sub(start)
+    })
 }
 
 fn histogram() -> Histogram<u64> {
@@ -89,6 +116,7 @@ where
     let started = Instant::now();
     let measure_from = started + warmup;
     let end = measure_from + duration;
+    let cpu = cpu_between(measure_from, end);
     let workers: Vec<_> = (0..concurrency)
         .map(|worker| {
             let call = call.clone();
@@ -127,6 +155,7 @@ where
         elapsed: duration,
         latency,
         first_error: total.first_error,
+        cpu: cpu.await.expect("cpu clock does not panic"),
     }
 }
 
@@ -151,6 +180,7 @@ where
     let started = Instant::now();
     let measure_from = started + warmup;
     let end = measure_from + duration;
+    let cpu = cpu_between(measure_from, end);
     let shared = Arc::new(Mutex::new((histogram(), Tally::default())));
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let mut tasks = tokio::task::JoinSet::new();
@@ -191,5 +221,6 @@ where
         elapsed: duration,
         latency,
         first_error: tally.first_error,
+        cpu: cpu.await.expect("cpu clock does not panic"),
     }
 }

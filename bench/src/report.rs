@@ -101,14 +101,15 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "**missed**" }
 }
 
-const TABLE_HEAD: &str =
-    "| server | calls/s | p50 ms | p99 ms | p99.9 ms |\n|---|---:|---:|---:|---:|\n";
+const TABLE_HEAD: &str = "| server | calls/s | p50 ms | p99 ms | p99.9 ms | CPU µs / call |\n\
+                          |---|---:|---:|---:|---:|---:|\n";
 
 fn row(label: &str, r: &LoadResult) -> String {
     format!(
-        "| {label} | {:.0} | {} |\n",
+        "| {label} | {:.0} | {} | {:.0} |\n",
         r.per_second(),
-        latency_cells(r)
+        latency_cells(r),
+        r.cpu_us_per_call()
     )
 }
 
@@ -164,6 +165,7 @@ impl Report {
         let Some(q) = &self.query else { return };
         let ratio = q.broker_peak.per_second() / q.echo_peak.per_second();
         let p99 = q.broker_half.ms(0.99);
+        let cpu_ratio = q.echo_peak.cpu_us_per_call() / q.broker_peak.cpu_us_per_call();
         let rate = q.half_rate;
         let _ = writeln!(
             out,
@@ -176,7 +178,12 @@ impl Report {
              answer captured from the broker ({} bytes; requests {} bytes): no policy, \
              database or audit.\n\n{TABLE_HEAD}{}{}{}{}\n\
              - throughput ratio govbus / baseline: **{ratio:.2}** (target ≥ 0.70: {})\n\
-             - p99 at half of peak: **{p99:.2} ms** (target < 5 ms: {})\n",
+             - p99 at half of peak: **{p99:.2} ms** (target < 5 ms: {})\n\
+             - CPU per call at peak, baseline / govbus: **{cpu_ratio:.2}** — the throughput \
+             ratio if each kept both cores busy; where it is above the measured ratio, the \
+             broker spent part of its peak waiting rather than computing (the CPU column: servers \
+             and load generator together, all threads, over the measured seconds; at a fixed \
+             rate it includes the wakes that a busy peak shares between calls)\n",
             q.reply_bytes,
             q.request_bytes,
             row("baseline (bare tonic), peak", &q.echo_peak),
