@@ -181,9 +181,10 @@ impl Report {
              - p99 at half of peak: **{p99:.2} ms** (target < 5 ms: {})\n\
              - CPU per call at peak, baseline / govbus: **{cpu_ratio:.2}** — the throughput \
              ratio if each kept both cores busy; where it is above the measured ratio, the \
-             broker spent part of its peak waiting rather than computing (the CPU column: servers \
-             and load generator together, all threads, over the measured seconds; at a fixed \
-             rate it includes the wakes that a busy peak shares between calls)\n",
+             broker spent part of its peak waiting rather than computing (the CPU column: this \
+             process — servers and load generator, all threads — over the measured seconds; a \
+             PostgreSQL server's own CPU is not in it; at a fixed rate it includes the wakes \
+             that a busy peak shares between calls)\n",
             q.reply_bytes,
             q.request_bytes,
             row("baseline (bare tonic), peak", &q.echo_peak),
