@@ -173,6 +173,7 @@ async fn publish_and_query_traces_reach_an_otlp_receiver_and_connect() {
         attribute(publish, "outcome"),
         Some(Value::StringValue("done".into()))
     );
+    assert_eq!(attribute(publish, "records"), Some(Value::IntValue(1)));
     assert_eq!(attribute(publish, "accepted"), Some(Value::IntValue(1)));
     assert_eq!(attribute(publish, "failed"), Some(Value::IntValue(0)));
     assert!(publish.events.is_empty(), "{:?}", publish.events);

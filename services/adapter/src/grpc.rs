@@ -144,7 +144,7 @@ impl AgencyAdapter for AdapterService {
             "publish",
             "govbus.v1.AgencyAdapter",
             "Publish",
-            records = request.get_ref().records.len(),
+            records = request.get_ref().records.len() as i64,
             outcome = tracing::field::Empty,
             accepted = tracing::field::Empty,
             failed = tracing::field::Empty,
