@@ -28,6 +28,9 @@ pub struct LoadResult {
     /// CPU time the whole process (servers and generator) used while the
     /// calls were measured.
     pub cpu: Duration,
+    /// The share of the machine's time its host took (steal in
+    /// `/proc/stat`) while the calls were measured; `None` off Linux.
+    pub steal: Option<f64>,
 }
 
 impl LoadResult {
@@ -67,13 +70,34 @@ fn process_cpu() -> Duration {
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
-/// The process's CPU time between `from` and `to`.
-fn cpu_between(from: Instant, to: Instant) -> tokio::task::JoinHandle<Duration> {
+/// The machine's (steal, total) time in clock ticks, from the first line
+/// of `/proc/stat` (`cpu user nice system idle iowait irq softirq steal …`).
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    // guest and guest_nice (9th, 10th) are already counted in user and nice.
+    let total = ticks.iter().take(8).sum();
+    Some((*ticks.get(7)?, total))
+}
+
+/// The process's CPU time, and the share of the machine's time its host
+/// took, between `from` and `to`.
+fn cpu_between(from: Instant, to: Instant) -> tokio::task::JoinHandle<(Duration, Option<f64>)> {
     tokio::spawn(async move {
         tokio::time::sleep_until(from.into()).await;
-        let start = process_cpu();
+        let (start, ticks) = (process_cpu(), machine_ticks());
         tokio::time::sleep_until(to.into()).await;
-        process_cpu().saturating_sub(start)
+        let cpu = process_cpu().saturating_sub(start);
+        let steal = ticks.zip(machine_ticks()).and_then(|((s0, t0), (s1, t1))| {
+            (t1 > t0).then(|| s1.saturating_sub(s0) as f64 / (t1 - t0) as f64)
+        });
+        (cpu, steal)
     })
 }
 
@@ -140,6 +164,7 @@ where
         .collect();
     let mut latency = histogram();
     let mut total = Tally::default();
+    let (cpu, steal) = cpu.await.expect("cpu clock does not panic");
     for worker in workers {
         let (h, tally) = worker.await.expect("load worker does not panic");
         latency.add(h).expect("same histogram bounds");
@@ -155,7 +180,8 @@ where
         elapsed: duration,
         latency,
         first_error: total.first_error,
-        cpu: cpu.await.expect("cpu clock does not panic"),
+        cpu,
+        steal,
     }
 }
 
@@ -213,6 +239,7 @@ where
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
+    let (cpu, steal) = cpu.await.expect("cpu clock does not panic");
     let (latency, tally) =
         std::mem::replace(&mut *shared.lock().await, (histogram(), Tally::default()));
     LoadResult {
@@ -221,6 +248,7 @@ where
         elapsed: duration,
         latency,
         first_error: tally.first_error,
-        cpu: cpu.await.expect("cpu clock does not panic"),
+        cpu,
+        steal,
     }
 }

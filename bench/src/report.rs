@@ -113,6 +113,24 @@ fn row(label: &str, r: &LoadResult) -> String {
     )
 }
 
+/// How much of the machine its host took during these measurements: on a
+/// shared VM the main reason why figures of one build move between runs.
+fn steal_line<const N: usize>(results: [&LoadResult; N]) -> String {
+    let steal: Vec<f64> = results.iter().filter_map(|r| r.steal).collect();
+    if steal.len() < N {
+        return "steal time: not measured (no /proc/stat)".into();
+    }
+    let (low, high) = steal
+        .iter()
+        .fold((f64::MAX, 0.0_f64), |(l, h), s| (l.min(*s), h.max(*s)));
+    format!(
+        "the host took {:.1}–{:.1} % of this machine's time during these four measurements \
+         (steal in /proc/stat): time the VM did not run at all",
+        low * 100.0,
+        high * 100.0
+    )
+}
+
 fn latency_cells(r: &LoadResult) -> String {
     format!("{:.2} | {:.2} | {:.2}", r.ms(0.5), r.ms(0.99), r.ms(0.999))
 }
@@ -184,7 +202,8 @@ impl Report {
              broker spent part of its peak waiting rather than computing (the CPU column: this \
              process — servers and load generator, all threads — over the measured seconds; a \
              PostgreSQL server's own CPU is not in it; at a fixed rate it includes the wakes \
-             that a busy peak shares between calls)\n",
+             that a busy peak shares between calls)\n\
+             - {}\n",
             q.reply_bytes,
             q.request_bytes,
             row("baseline (bare tonic), peak", &q.echo_peak),
@@ -196,6 +215,7 @@ impl Report {
             ),
             verdict(ratio >= 0.7),
             verdict(p99 < 5.0),
+            steal_line([&q.echo_peak, &q.broker_peak, &q.echo_half, &q.broker_half]),
         );
     }
 
