@@ -114,7 +114,8 @@ fn row(label: &str, r: &LoadResult) -> String {
 }
 
 /// How much of the machine its host took during these measurements: on a
-/// shared VM the main reason why figures of one build move between runs.
+/// shared VM one reason (not the only one, docs/PROFILING.md) why figures
+/// of one build move between runs.
 fn steal_line<const N: usize>(results: [&LoadResult; N]) -> String {
     let steal: Vec<f64> = results.iter().filter_map(|r| r.steal).collect();
     if steal.len() < N {

@@ -62,11 +62,10 @@ fn install(service: &'static str, test_writer: bool, default_filter: &str) {
     // RUST_LOG filters the logs only: the spans that carry trace context
     // (info level) are always made, whatever the log level. Traces take
     // events (span events) from `warn` up: an `info!` inside a request's
-    // span became an OpenTelemetry event on every request (session 7 read
-    // ~8 % of the broker's peak in it, session 8 could not see it through
-    // the noise: docs/PROFILING.md); what a request did is a field of its
-    // span instead, searchable in a trace store, and the info lines stay
-    // in the logs.
+    // span became an OpenTelemetry event on every request (what that cost:
+    // docs/PROFILING.md); what a request did is a field of its span
+    // instead, searchable in a trace store, and the info lines stay in the
+    // logs.
     let _ = tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
