@@ -66,9 +66,9 @@ async fn a_batch_with_many_versions_of_one_record_keeps_the_newest() {
     assert_eq!(showcase.history_count().await.unwrap(), 4);
 }
 
-/// A batch longer than one statement's rows (500) goes in several
-/// statements of one transaction; a shorter one, on PostgreSQL, in one
-/// statement for both tables. Either way all of it is applied, and applying
+/// On SQLite a batch longer than one statement's rows (500) goes in several
+/// statements of one transaction; on PostgreSQL any batch is one statement
+/// of arrays for both tables. Either way all of it is applied, and applying
 /// it again changes nothing.
 #[tokio::test]
 async fn batches_longer_than_one_statement_apply_whole() {

@@ -170,6 +170,9 @@ fn create_parent_dir(url: &str) -> Result<(), StoreError> {
 pub struct Database {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// PostgreSQL only: the native driver, for what sqlx's `Any` cannot
+    /// bind (arrays). Lazy: it connects at its first statement.
+    native_postgres: Option<sqlx::PgPool>,
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Dropped with the last clone: stops the background checkpoints.
     _checkpointer: tokio::sync::mpsc::Sender<()>,
@@ -224,6 +227,17 @@ impl Database {
             })
             .connect_with(options)
             .await?;
+        let native_postgres = match backend {
+            // Only the ingest writer uses it, one statement at a time.
+            Backend::Postgres => Some(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(Duration::from_secs(3))
+                    .test_before_acquire(false)
+                    .connect_lazy(&url)?,
+            ),
+            Backend::Sqlite => None,
+        };
         let (checkpointer, stop) = tokio::sync::mpsc::channel(1);
         if backend == Backend::Sqlite {
             tokio::spawn(checkpoint_in_background(pool.clone(), stop));
@@ -231,9 +245,15 @@ impl Database {
         Ok(Self {
             pool,
             backend,
+            native_postgres,
             writer: Default::default(),
             _checkpointer: checkpointer,
         })
+    }
+
+    /// The native PostgreSQL pool of this database; `None` on SQLite.
+    pub(crate) fn native_postgres(&self) -> Option<&sqlx::PgPool> {
+        self.native_postgres.as_ref()
     }
 
     /// Begins a transaction that writes. On SQLite it first waits for this

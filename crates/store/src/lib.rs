@@ -18,6 +18,7 @@ mod consents;
 mod current_reads;
 mod database;
 mod showcase;
+mod showcase_arrays;
 #[cfg(test)]
 mod showcase_upgrade_tests;
 

@@ -169,32 +169,6 @@ fn bind_rows<'q>(
     query
 }
 
-/// PostgreSQL, a batch that fits one statement: both tables written by one
-/// statement (data-modifying CTEs), which PostgreSQL runs as a transaction
-/// of its own — one round trip where BEGIN, two INSERTs and COMMIT took
-/// four. Returns the rows that became current. Row locks are still taken
-/// current table first: the main query reads `current`, and PostgreSQL runs
-/// a data-modifying CTE nobody reads (`history`) after the main query.
-async fn apply_in_one_statement(
-    db: &Database,
-    current: &[&IngestedRecord],
-    all: &[&IngestedRecord],
-) -> Result<u64, StoreError> {
-    let sql = format!(
-        "WITH history AS ({}), current AS ({} RETURNING 1) SELECT COUNT(*) FROM current",
-        Table::History.insert_sql(db.backend, 0, all.len()),
-        Table::Current.insert_sql(
-            db.backend,
-            all.len() * Table::History.width(),
-            current.len()
-        ),
-    );
-    let query = bind_rows(sqlx::query(sqlx::AssertSqlSafe(sql)), Table::History, all);
-    let query = bind_rows(query, Table::Current, current);
-    let applied: i64 = query.fetch_one(&db.pool).await?.try_get(0)?;
-    Ok(applied as u64)
-}
-
 impl Showcase {
     /// Connects to `url` and migrates the schema.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
@@ -247,14 +221,24 @@ impl Showcase {
             let r = &r.record;
             (&r.record_type, &r.subject_id, &r.record_key, r.version)
         }
-        let mut current: Vec<&IngestedRecord> = newest.into_values().collect();
+        let mut current: Vec<&IngestedRecord> = newest.values().copied().collect();
         current.sort_by(|a, b| key(a).cmp(&key(b)));
         let mut all: Vec<&IngestedRecord> = batch.iter().collect();
         all.sort_by(|a, b| key(a).cmp(&key(b)));
-        let applied = if self.db.backend == crate::Backend::Postgres
-            && all.len() <= ROWS_PER_STATEMENT
-        {
-            apply_in_one_statement(&self.db, &current, &all).await?
+        let applied = if let Some(pool) = self.db.native_postgres() {
+            let is_newest: Vec<bool> = all
+                .iter()
+                .map(|item| {
+                    let r = &item.record;
+                    let key = (
+                        r.record_type.as_str(),
+                        r.subject_id.as_str(),
+                        r.record_key.as_str(),
+                    );
+                    std::ptr::eq(newest[&key], *item)
+                })
+                .collect();
+            crate::showcase_arrays::apply(pool, &all, &is_newest).await?
         } else {
             let mut tx = self.db.begin_write().await?;
             let applied = insert_rows(self.db.backend, &mut tx, Table::Current, &current).await?;

@@ -1,0 +1,110 @@
+//! PostgreSQL: a batch of ingested records written as one statement whose
+//! parameters are 13 arrays, one per column.
+//!
+//! As a multi-row VALUES list the same batch of 500 records was a
+//! statement of 11,500 parameters whose text changed with the batch's
+//! length, so PostgreSQL parsed and planned each one afresh, and sqlx's
+//! `Any` copied every value twice (into an `AnyValue`, then into the
+//! driver's arguments). `Any` has no arrays, so this statement goes
+//! through the native driver ([`Database::native_postgres`]).
+
+use sqlx::postgres::PgPool;
+
+use crate::{IngestedRecord, StoreError};
+
+/// Both tables in one statement (data-modifying CTEs, which PostgreSQL runs
+/// as a transaction of its own: one round trip where BEGIN, two INSERTs and
+/// COMMIT took four). Row locks are taken current table first, in key
+/// order, as by every other writer (replicas during a rebalance): the main
+/// query reads `current`,
+/// and PostgreSQL runs a data-modifying CTE nobody reads (`history`) after
+/// the main query. `rows` come in key order (`ord` keeps it); `newest`
+/// marks the version of each record that may become current.
+const APPLY: &str = "\
+WITH rows AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[],
+        $6::int8[], $7::bytea[], $8::text[], $9::int8[], $10::int8[], $11::int8[],
+        $12::bytea[], $13::bool[])
+    WITH ORDINALITY AS t(record_type, subject_id, record_key, version, record_id, status,
+        content_hash, kafka_topic, kafka_partition, kafka_offset, ingested_at_us,
+        envelope, newest, ord)
+),
+history AS (
+    INSERT INTO showcase_history (record_type, subject_id, record_key, version, record_id,
+        status, content_hash, kafka_topic, kafka_partition, kafka_offset, ingested_at_us,
+        envelope)
+    SELECT record_type, subject_id, record_key, version, record_id, status, content_hash,
+        kafka_topic, kafka_partition, kafka_offset, ingested_at_us, envelope
+    FROM rows ORDER BY ord
+    ON CONFLICT (record_type, subject_id, record_key, version) DO NOTHING
+),
+current AS (
+    INSERT INTO showcase_records (record_type, subject_id, record_key, version, record_id,
+        status, content_hash, kafka_topic, kafka_partition, kafka_offset, ingested_at_us)
+    SELECT record_type, subject_id, record_key, version, record_id, status, content_hash,
+        kafka_topic, kafka_partition, kafka_offset, ingested_at_us
+    FROM rows WHERE newest ORDER BY ord
+    ON CONFLICT (record_type, subject_id, record_key) DO UPDATE SET
+        version = excluded.version, record_id = excluded.record_id,
+        status = excluded.status, content_hash = excluded.content_hash,
+        kafka_topic = excluded.kafka_topic, kafka_partition = excluded.kafka_partition,
+        kafka_offset = excluded.kafka_offset, ingested_at_us = excluded.ingested_at_us
+    WHERE excluded.version > showcase_records.version
+    RETURNING 1
+)
+SELECT COUNT(*) FROM current";
+
+/// Writes `all` (in key order) to the history and those of them that
+/// `is_newest` marks to the current table; returns the rows that became
+/// current.
+pub(crate) async fn apply(
+    pool: &PgPool,
+    all: &[&IngestedRecord],
+    is_newest: &[bool],
+) -> Result<u64, StoreError> {
+    let n = all.len();
+    let mut record_type = Vec::with_capacity(n);
+    let mut subject_id = Vec::with_capacity(n);
+    let mut record_key = Vec::with_capacity(n);
+    let mut version = Vec::with_capacity(n);
+    let mut record_id = Vec::with_capacity(n);
+    let mut status = Vec::with_capacity(n);
+    let mut content_hash = Vec::with_capacity(n);
+    let mut topic = Vec::with_capacity(n);
+    let mut partition = Vec::with_capacity(n);
+    let mut offset = Vec::with_capacity(n);
+    let mut ingested_at_us = Vec::with_capacity(n);
+    let mut envelope = Vec::with_capacity(n);
+    for item in all {
+        let r = &item.record;
+        record_type.push(r.record_type.as_str());
+        subject_id.push(r.subject_id.as_str());
+        record_key.push(r.record_key.as_str());
+        version.push(r.version as i64);
+        record_id.push(r.record_id.as_str());
+        status.push(i64::from(r.status));
+        content_hash.push(r.content_hash.as_slice());
+        topic.push(item.topic.as_str());
+        partition.push(i64::from(item.partition));
+        offset.push(item.offset);
+        ingested_at_us.push(item.ingested_at_us);
+        envelope.push(item.envelope.as_slice());
+    }
+    let applied: i64 = sqlx::query_scalar(APPLY)
+        .bind(record_type)
+        .bind(subject_id)
+        .bind(record_key)
+        .bind(version)
+        .bind(record_id)
+        .bind(status)
+        .bind(content_hash)
+        .bind(topic)
+        .bind(partition)
+        .bind(offset)
+        .bind(ingested_at_us)
+        .bind(envelope)
+        .bind(is_newest)
+        .fetch_one(pool)
+        .await?;
+    Ok(applied as u64)
+}
