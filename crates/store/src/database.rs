@@ -62,17 +62,6 @@ impl Backend {
 /// parameters), and anonymous ones have none. One statement for many rows
 /// instead of one per row: each statement is a round trip to the database.
 pub(crate) fn values_placeholders(backend: Backend, rows: usize, columns: usize) -> String {
-    values_placeholders_after(backend, 0, rows, columns)
-}
-
-/// As [`values_placeholders`], for parameters that follow `before` others
-/// of the same statement (PostgreSQL numbers them).
-pub(crate) fn values_placeholders_after(
-    backend: Backend,
-    before: usize,
-    rows: usize,
-    columns: usize,
-) -> String {
     let mut sql = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
@@ -82,9 +71,7 @@ pub(crate) fn values_placeholders_after(
             }
             match backend {
                 Backend::Sqlite => sql.push('?'),
-                Backend::Postgres => {
-                    sql.push_str(&format!("${}", before + row * columns + column + 1))
-                }
+                Backend::Postgres => sql.push_str(&format!("${}", row * columns + column + 1)),
             }
         }
         sql.push(')');

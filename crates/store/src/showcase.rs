@@ -88,14 +88,13 @@ impl Table {
         self.columns().split(',').count()
     }
 
-    /// A multi-row INSERT of `rows` rows, its parameters following `before`
-    /// others of the same statement.
-    fn insert_sql(self, backend: crate::Backend, before: usize, rows: usize) -> String {
+    /// A multi-row INSERT of `rows` rows.
+    fn insert_sql(self, backend: crate::Backend, rows: usize) -> String {
         format!(
             "INSERT INTO {} ({}) VALUES {}{}",
             self.name(),
             self.columns(),
-            crate::database::values_placeholders_after(backend, before, rows, self.width()),
+            crate::database::values_placeholders(backend, rows, self.width()),
             self.conflict()
         )
     }
@@ -119,8 +118,8 @@ impl Table {
     }
 }
 
-/// Rows per statement: at most 12 parameters each (23 in PostgreSQL's
-/// statement for both tables), well under both backends' limits.
+/// Rows per statement of a multi-row INSERT (SQLite; PostgreSQL binds a
+/// whole batch as arrays): 12 parameters each, well under SQLite's limit.
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// Multi-row INSERTs of `rows` into `table`; returns the rows inserted or
@@ -133,7 +132,7 @@ async fn insert_rows(
 ) -> Result<u64, StoreError> {
     let mut affected = 0;
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let sql = table.insert_sql(backend, 0, chunk.len());
+        let sql = table.insert_sql(backend, chunk.len());
         let query = bind_rows(sqlx::query(sqlx::AssertSqlSafe(sql)), table, chunk);
         affected += query.execute(&mut **tx).await?.rows_affected();
     }

@@ -1,12 +1,12 @@
 //! PostgreSQL: a batch of ingested records written as one statement whose
 //! parameters are 13 arrays, one per column.
 //!
-//! As a multi-row VALUES list the same batch of 500 records was a
-//! statement of 11,500 parameters whose text changed with the batch's
-//! length, so PostgreSQL parsed and planned each one afresh, and sqlx's
-//! `Any` copied every value twice (into an `AnyValue`, then into the
-//! driver's arguments). `Any` has no arrays, so this statement goes
-//! through the native driver ([`Database::native_postgres`]).
+//! As a multi-row VALUES list a batch of 500 records was a statement of
+//! 11,500 parameters, sqlx's `Any` copied every value twice (into an
+//! `AnyValue`, then into the driver's arguments), and each batch length
+//! was a statement text of its own to prepare (sqlx keeps 100 per
+//! connection). This one text is prepared once. `Any` has no arrays, so
+//! it goes through the native driver (`Database::native_postgres`).
 
 use sqlx::postgres::PgPool;
 
