@@ -56,20 +56,20 @@ pub struct Showcase {
 /// to the history once; the current table says which version is current
 /// and takes its envelope from the history (migration 0006).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Table {
+pub(crate) enum Table {
     Current,
     History,
 }
 
 impl Table {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Current => "showcase_records",
             Self::History => "showcase_history",
         }
     }
 
-    fn columns(self) -> &'static str {
+    pub(crate) fn columns(self) -> &'static str {
         match self {
             Self::Current => {
                 "record_type, subject_id, record_key, version, record_id, status, \
@@ -101,7 +101,7 @@ impl Table {
 
     /// What follows the VALUES: a record becomes current only over an older
     /// version; a version enters the history once.
-    fn conflict(self) -> &'static str {
+    pub(crate) fn conflict(self) -> &'static str {
         match self {
             Self::Current => {
                 " ON CONFLICT (record_type, subject_id, record_key) DO UPDATE SET \

@@ -8,51 +8,42 @@
 //! connection). This one text is prepared once. `Any` has no arrays, so
 //! it goes through the native driver (`Database::native_postgres`).
 
+use std::sync::LazyLock;
+
 use sqlx::postgres::PgPool;
 
-use crate::{IngestedRecord, StoreError};
+use crate::{IngestedRecord, StoreError, showcase::Table};
 
 /// Both tables in one statement (data-modifying CTEs, which PostgreSQL runs
 /// as a transaction of its own: one round trip where BEGIN, two INSERTs and
-/// COMMIT took four). Row locks are taken current table first, in key
-/// order, as by every other writer (replicas during a rebalance): the main
-/// query reads `current`,
-/// and PostgreSQL runs a data-modifying CTE nobody reads (`history`) after
-/// the main query. `rows` come in key order (`ord` keeps it); `newest`
-/// marks the version of each record that may become current.
-const APPLY: &str = "\
-WITH rows AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[],
-        $6::int8[], $7::bytea[], $8::text[], $9::int8[], $10::int8[], $11::int8[],
-        $12::bytea[], $13::bool[])
-    WITH ORDINALITY AS t(record_type, subject_id, record_key, version, record_id, status,
-        content_hash, kafka_topic, kafka_partition, kafka_offset, ingested_at_us,
-        envelope, newest, ord)
-),
-history AS (
-    INSERT INTO showcase_history (record_type, subject_id, record_key, version, record_id,
-        status, content_hash, kafka_topic, kafka_partition, kafka_offset, ingested_at_us,
-        envelope)
-    SELECT record_type, subject_id, record_key, version, record_id, status, content_hash,
-        kafka_topic, kafka_partition, kafka_offset, ingested_at_us, envelope
-    FROM rows ORDER BY ord
-    ON CONFLICT (record_type, subject_id, record_key, version) DO NOTHING
-),
-current AS (
-    INSERT INTO showcase_records (record_type, subject_id, record_key, version, record_id,
-        status, content_hash, kafka_topic, kafka_partition, kafka_offset, ingested_at_us)
-    SELECT record_type, subject_id, record_key, version, record_id, status, content_hash,
-        kafka_topic, kafka_partition, kafka_offset, ingested_at_us
-    FROM rows WHERE newest ORDER BY ord
-    ON CONFLICT (record_type, subject_id, record_key) DO UPDATE SET
-        version = excluded.version, record_id = excluded.record_id,
-        status = excluded.status, content_hash = excluded.content_hash,
-        kafka_topic = excluded.kafka_topic, kafka_partition = excluded.kafka_partition,
-        kafka_offset = excluded.kafka_offset, ingested_at_us = excluded.ingested_at_us
-    WHERE excluded.version > showcase_records.version
-    RETURNING 1
-)
-SELECT COUNT(*) FROM current";
+/// COMMIT took four), with the columns and conflict rules of the SQLite
+/// path. Row locks are taken current table first, in key order, as by every
+/// other writer (replicas during a rebalance): the main query reads
+/// `current`, and PostgreSQL runs a data-modifying CTE nobody reads
+/// (`history`) after the main query. `rows` come in key order (`ord`
+/// keeps it); `newest` marks the version of each record that may become
+/// current. The array types follow `Table::History`'s columns.
+static APPLY: LazyLock<String> = LazyLock::new(|| {
+    let (history, current) = (Table::History, Table::Current);
+    format!(
+        "WITH rows AS (\
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], \
+             $6::int8[], $7::bytea[], $8::text[], $9::int8[], $10::int8[], $11::int8[], \
+             $12::bytea[], $13::bool[]) WITH ORDINALITY AS t({history_columns}, newest, ord)), \
+         history AS (INSERT INTO {history_table} ({history_columns}) \
+           SELECT {history_columns} FROM rows ORDER BY ord{history_conflict}), \
+         current AS (INSERT INTO {current_table} ({current_columns}) \
+           SELECT {current_columns} FROM rows WHERE newest ORDER BY ord{current_conflict} \
+           RETURNING 1) \
+         SELECT COUNT(*) FROM current",
+        history_table = history.name(),
+        history_columns = history.columns(),
+        history_conflict = history.conflict(),
+        current_table = current.name(),
+        current_columns = current.columns(),
+        current_conflict = current.conflict(),
+    )
+});
 
 /// Writes `all` (in key order) to the history and those of them that
 /// `is_newest` marks to the current table; returns the rows that became
@@ -90,7 +81,7 @@ pub(crate) async fn apply(
         ingested_at_us.push(item.ingested_at_us);
         envelope.push(item.envelope.as_slice());
     }
-    let applied: i64 = sqlx::query_scalar(APPLY)
+    let applied: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(APPLY.as_str()))
         .bind(record_type)
         .bind(subject_id)
         .bind(record_key)
