@@ -116,9 +116,9 @@ fn row(label: &str, r: &LoadResult) -> String {
 /// How much of the machine its host took during these measurements: on a
 /// shared VM one reason (not the only one, docs/PROFILING.md) why figures
 /// of one build move between runs.
-fn steal_line<const N: usize>(results: [&LoadResult; N]) -> String {
+fn steal_line(results: [&LoadResult; 4]) -> String {
     let steal: Vec<f64> = results.iter().filter_map(|r| r.steal).collect();
-    if steal.len() < N {
+    if steal.len() < results.len() {
         return "steal time: not measured (no /proc/stat)".into();
     }
     let (low, high) = steal

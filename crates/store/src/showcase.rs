@@ -200,45 +200,34 @@ impl Showcase {
         // only (PostgreSQL refuses more), so the newest version of each
         // record in the batch goes to the current table; every version goes
         // to the history.
+        fn record(r: &IngestedRecord) -> (&str, &str, &str) {
+            let r = &r.record;
+            (&r.record_type, &r.subject_id, &r.record_key)
+        }
         let mut newest: std::collections::HashMap<(&str, &str, &str), &IngestedRecord> =
             std::collections::HashMap::with_capacity(batch.len());
         for item in batch {
-            let r = &item.record;
-            let key = (
-                r.record_type.as_str(),
-                r.subject_id.as_str(),
-                r.record_key.as_str(),
-            );
-            let slot = newest.entry(key).or_insert(item);
-            if r.version > slot.record.version {
+            let slot = newest.entry(record(item)).or_insert(item);
+            if item.record.version > slot.record.version {
                 *slot = item;
             }
         }
         // A stable order of row locks across concurrent writers (replicas
         // during a rebalance), in both tables.
-        fn key(r: &IngestedRecord) -> (&str, &str, &str, u64) {
-            let r = &r.record;
-            (&r.record_type, &r.subject_id, &r.record_key, r.version)
+        fn key(r: &IngestedRecord) -> ((&str, &str, &str), u64) {
+            (record(r), r.record.version)
         }
-        let mut current: Vec<&IngestedRecord> = newest.values().copied().collect();
-        current.sort_by(|a, b| key(a).cmp(&key(b)));
         let mut all: Vec<&IngestedRecord> = batch.iter().collect();
         all.sort_by(|a, b| key(a).cmp(&key(b)));
         let applied = if let Some(pool) = self.db.native_postgres() {
             let is_newest: Vec<bool> = all
                 .iter()
-                .map(|item| {
-                    let r = &item.record;
-                    let key = (
-                        r.record_type.as_str(),
-                        r.subject_id.as_str(),
-                        r.record_key.as_str(),
-                    );
-                    std::ptr::eq(newest[&key], *item)
-                })
+                .map(|item| std::ptr::eq(newest[&record(item)], *item))
                 .collect();
             crate::showcase_arrays::apply(pool, &all, &is_newest).await?
         } else {
+            let mut current: Vec<&IngestedRecord> = newest.into_values().collect();
+            current.sort_by(|a, b| key(a).cmp(&key(b)));
             let mut tx = self.db.begin_write().await?;
             let applied = insert_rows(self.db.backend, &mut tx, Table::Current, &current).await?;
             insert_rows(self.db.backend, &mut tx, Table::History, &all).await?;

@@ -53,49 +53,26 @@ pub(crate) async fn apply(
     all: &[&IngestedRecord],
     is_newest: &[bool],
 ) -> Result<u64, StoreError> {
-    let n = all.len();
-    let mut record_type = Vec::with_capacity(n);
-    let mut subject_id = Vec::with_capacity(n);
-    let mut record_key = Vec::with_capacity(n);
-    let mut version = Vec::with_capacity(n);
-    let mut record_id = Vec::with_capacity(n);
-    let mut status = Vec::with_capacity(n);
-    let mut content_hash = Vec::with_capacity(n);
-    let mut topic = Vec::with_capacity(n);
-    let mut partition = Vec::with_capacity(n);
-    let mut offset = Vec::with_capacity(n);
-    let mut ingested_at_us = Vec::with_capacity(n);
-    let mut envelope = Vec::with_capacity(n);
-    for item in all {
-        let r = &item.record;
-        record_type.push(r.record_type.as_str());
-        subject_id.push(r.subject_id.as_str());
-        record_key.push(r.record_key.as_str());
-        version.push(r.version as i64);
-        record_id.push(r.record_id.as_str());
-        status.push(i64::from(r.status));
-        content_hash.push(r.content_hash.as_slice());
-        topic.push(item.topic.as_str());
-        partition.push(i64::from(item.partition));
-        offset.push(item.offset);
-        ingested_at_us.push(item.ingested_at_us);
-        envelope.push(item.envelope.as_slice());
-    }
     let applied: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(APPLY.as_str()))
-        .bind(record_type)
-        .bind(subject_id)
-        .bind(record_key)
-        .bind(version)
-        .bind(record_id)
-        .bind(status)
-        .bind(content_hash)
-        .bind(topic)
-        .bind(partition)
-        .bind(offset)
-        .bind(ingested_at_us)
-        .bind(envelope)
+        .bind(column(all, |i| i.record.record_type.as_str()))
+        .bind(column(all, |i| i.record.subject_id.as_str()))
+        .bind(column(all, |i| i.record.record_key.as_str()))
+        .bind(column(all, |i| i.record.version as i64))
+        .bind(column(all, |i| i.record.record_id.as_str()))
+        .bind(column(all, |i| i64::from(i.record.status)))
+        .bind(column(all, |i| i.record.content_hash.as_slice()))
+        .bind(column(all, |i| i.topic.as_str()))
+        .bind(column(all, |i| i64::from(i.partition)))
+        .bind(column(all, |i| i.offset))
+        .bind(column(all, |i| i.ingested_at_us))
+        .bind(column(all, |i| i.envelope.as_slice()))
         .bind(is_newest)
         .fetch_one(pool)
         .await?;
     Ok(applied as u64)
+}
+
+/// One column of the batch, as the array bound for it.
+fn column<'a, T>(all: &[&'a IngestedRecord], value: impl Fn(&'a IngestedRecord) -> T) -> Vec<T> {
+    all.iter().map(|item| value(item)).collect()
 }
