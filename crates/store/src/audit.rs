@@ -198,6 +198,36 @@ pub enum AccessScope {
     Agency(String),
 }
 
+impl AccessScope {
+    /// The subject id or the agency.
+    pub(crate) fn value(&self) -> &str {
+        match self {
+            Self::Subject(value) | Self::Agency(value) => value,
+        }
+    }
+}
+
+/// A page of accesses: $1 the subject or agency, $2–$4 the (at_us, chain,
+/// seq) the page starts below, $5 the page size. Both scopes have an index
+/// by (scope, at_us); the `at_us <= $2` bound, implied by the condition after
+/// it, is what lets PostgreSQL start a later page at its place in that index
+/// instead of walking down to it from the newest entry.
+pub(crate) fn accesses_sql(scope: &AccessScope, paged: bool) -> String {
+    let filter = match scope {
+        AccessScope::Subject(_) => "subject_id = $1",
+        AccessScope::Agency(_) => "agency = $1",
+    };
+    let after = if paged {
+        " AND at_us <= $2 AND (at_us < $2 OR (at_us = $2 AND (chain < $3 OR (chain = $3 AND seq < $4))))"
+    } else {
+        " AND $2 = $2 AND $3 = $3 AND $4 = $4"
+    };
+    format!(
+        "SELECT {ENTRY_COLUMNS} FROM audit_log WHERE {filter}{after} \
+         ORDER BY at_us DESC, chain DESC, seq DESC LIMIT $5"
+    )
+}
+
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     db: Database,
@@ -281,25 +311,10 @@ impl AuditLog {
         before: Option<(i64, String, i64)>,
         limit: i64,
     ) -> Result<Vec<ChainedEntry>, StoreError> {
-        let (filter, value) = match scope {
-            AccessScope::Subject(s) => ("subject_id = $1", s.clone()),
-            AccessScope::Agency(a) => ("caller LIKE $1", format!("agency/{a}/system/%")),
-        };
-        let (after, at, chain, seq) = match &before {
-            Some((at, chain, seq)) => (
-                " AND (at_us < $2 OR (at_us = $2 AND (chain < $3 OR (chain = $3 AND seq < $4))))",
-                *at,
-                chain.clone(),
-                *seq,
-            ),
-            None => (" AND $2 = $2 AND $3 = $3 AND $4 = $4", 0, String::new(), 0),
-        };
-        let sql = format!(
-            "SELECT {ENTRY_COLUMNS} FROM audit_log WHERE {filter}{after} \
-             ORDER BY at_us DESC, chain DESC, seq DESC LIMIT $5"
-        );
+        let sql = accesses_sql(scope, before.is_some());
+        let (at, chain, seq) = before.unwrap_or_default();
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(value)
+            .bind(scope.value())
             .bind(at)
             .bind(chain)
             .bind(seq)

@@ -14,6 +14,8 @@ macro_rules! join_history_of_current {
 
 pub mod audit;
 mod audit_append;
+#[cfg(test)]
+mod audit_scope_tests;
 mod consents;
 mod current_reads;
 mod database;
@@ -21,6 +23,8 @@ mod showcase;
 mod showcase_arrays;
 #[cfg(test)]
 mod showcase_upgrade_tests;
+#[cfg(test)]
+mod test_postgres;
 
 pub use audit::{AccessScope, AuditEntry, AuditLog, ChainFault, ChainedEntry, Checkpoint};
 pub use audit_append::Appender;

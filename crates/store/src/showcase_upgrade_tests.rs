@@ -88,36 +88,11 @@ async fn a_sqlite_showcase_upgrades_without_losing_envelopes() {
     upgrade_keeps_every_current_record(&url).await;
 }
 
-/// Runs when `TEST_POSTGRES_URL` names a server, in a database of its own:
-/// on the PostgreSQL pass of `make test` (which CI always runs).
 #[tokio::test]
 async fn a_postgres_showcase_upgrades_without_losing_envelopes() {
-    let Ok(admin) = std::env::var("TEST_POSTGRES_URL") else {
+    let Some(database) = crate::test_postgres::TempPostgres::create("upgrade").await else {
         return;
     };
-    if admin.is_empty() {
-        return;
-    }
-    let name = format!(
-        "govbus_upgrade_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-    );
-    let server = Database::connect(&admin).await.expect("postgres");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&server.pool)
-        .await
-        .expect("create database");
-    let base = admin
-        .rsplit_once('/')
-        .map_or(admin.as_str(), |(base, _)| base);
-    upgrade_keeps_every_current_record(&format!("{base}/{name}")).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {name} WITH (FORCE)"
-    )))
-    .execute(&server.pool)
-    .await
-    .expect("drop database");
+    upgrade_keeps_every_current_record(&database.url).await;
+    database.drop().await;
 }
