@@ -204,8 +204,12 @@ impl Database {
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA synchronous = FULL").await?;
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
-                        // Checkpoints run in the background (below); this
-                        // bound only matters if that task is gone.
+                        // Checkpoints run in the background (below), but
+                        // under a steady writer they never reach the WAL's
+                        // end, so the WAL still grows to this bound every
+                        // second or two and one commit checkpoints; 2,000,
+                        // 4,000 and 100,000 frames were all worse for the
+                        // queries (docs/PROFILING.md, session 10).
                         conn.execute("PRAGMA wal_autocheckpoint = 10000").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
                     }
