@@ -6,7 +6,7 @@
 use crate::{
     AuditLog, Backend, Database,
     audit::{AccessScope, AuditEntry, accesses_sql},
-    test_postgres::TempPostgres,
+    test_databases::{TempPostgres, temp_sqlite},
 };
 
 /// (chain, at_us, caller, subject). Agency `taxes` starts with `tax`, a
@@ -133,8 +133,7 @@ async fn lists_each_scope_across_pages(url: &str) {
 
 #[tokio::test]
 async fn sqlite_lists_accesses_by_scope_across_pages() {
-    let dir = tempfile::tempdir().expect("temporary folder");
-    let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let (_dir, url) = temp_sqlite("audit.db");
     lists_each_scope_across_pages(&url).await;
 }
 
@@ -151,8 +150,7 @@ async fn postgres_lists_accesses_by_scope_across_pages() {
 /// index bounded by the time, never a scan of the trail.
 #[tokio::test]
 async fn sqlite_pages_accesses_through_the_scope_index() {
-    let dir = tempfile::tempdir().expect("temporary folder");
-    let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let (_dir, url) = temp_sqlite("audit.db");
     let log = AuditLog::open(&url).await.expect("audit");
     append(&log, &ENTRIES).await;
     let db = Database::connect(&url).await.expect("database");

@@ -24,7 +24,7 @@ mod showcase_arrays;
 #[cfg(test)]
 mod showcase_upgrade_tests;
 #[cfg(test)]
-mod test_postgres;
+mod test_databases;
 
 pub use audit::{AccessScope, AuditEntry, AuditLog, ChainFault, ChainedEntry, Checkpoint};
 pub use audit_append::Appender;

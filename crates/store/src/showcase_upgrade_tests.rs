@@ -83,14 +83,13 @@ async fn upgrade_keeps_every_current_record(url: &str) {
 
 #[tokio::test]
 async fn a_sqlite_showcase_upgrades_without_losing_envelopes() {
-    let dir = tempfile::tempdir().expect("temporary folder");
-    let url = format!("sqlite://{}", dir.path().join("showcase.db").display());
+    let (_dir, url) = crate::test_databases::temp_sqlite("showcase.db");
     upgrade_keeps_every_current_record(&url).await;
 }
 
 #[tokio::test]
 async fn a_postgres_showcase_upgrades_without_losing_envelopes() {
-    let Some(database) = crate::test_postgres::TempPostgres::create("upgrade").await else {
+    let Some(database) = crate::test_databases::TempPostgres::create("upgrade").await else {
         return;
     };
     upgrade_keeps_every_current_record(&database.url).await;

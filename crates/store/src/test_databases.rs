@@ -1,9 +1,18 @@
-//! A database of a test's own on the PostgreSQL server that
-//! `TEST_POSTGRES_URL` names: the PostgreSQL pass of `make test`, which CI
-//! always runs. Without the variable the PostgreSQL variants of the store's
-//! tests return at once (the SQLite variants always run).
+//! Databases of a test's own: a SQLite file in a temporary folder, or a
+//! database on the PostgreSQL server that `TEST_POSTGRES_URL` names (the
+//! PostgreSQL pass of `make test`, which CI always runs). Without the
+//! variable the PostgreSQL variants of the store's tests return at once
+//! (the SQLite variants always run).
 
 use crate::Database;
+
+/// A SQLite database `file` in a new temporary folder, removed when the
+/// folder is dropped: (folder, url).
+pub(crate) fn temp_sqlite(file: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let url = format!("sqlite://{}", dir.path().join(file).display());
+    (dir, url)
+}
 
 pub(crate) struct TempPostgres {
     server: Database,
