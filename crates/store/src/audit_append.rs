@@ -3,7 +3,7 @@
 
 use crate::{
     Database, StoreError,
-    audit::{APPEND_ROWS_PER_STATEMENT, AuditEntry, ENTRY_COLUMNS, entry_hash},
+    audit::{APPEND_ROWS_PER_STATEMENT, AuditEntry, ChainedEntry, ENTRY_COLUMNS, entry_hash},
 };
 
 /// Appends to the trail on a connection of its own: the audit writer
@@ -22,28 +22,43 @@ impl Appender {
         }
     }
 
-    /// Appends entries after (`seq`, `hash`) in one transaction; returns the
-    /// new head. The caller serialises appends to one chain.
+    /// Appends entries after `head` (seq, hash) in one transaction and
+    /// returns them as chained, the new head last. The caller serialises
+    /// appends to one chain.
     pub async fn append(
         &mut self,
         chain: &str,
         head: (i64, Vec<u8>),
-        entries: &[AuditEntry],
-    ) -> Result<(i64, Vec<u8>), StoreError> {
+        entries: Vec<AuditEntry>,
+    ) -> Result<Vec<ChainedEntry>, StoreError> {
         let (mut seq, mut prev) = head;
+        let chained: Vec<ChainedEntry> = entries
+            .into_iter()
+            .map(|entry| {
+                seq += 1;
+                let entry_hash = entry_hash(chain, seq, &prev, &entry);
+                let prev_hash = std::mem::replace(&mut prev, entry_hash.clone());
+                ChainedEntry {
+                    chain: chain.to_string(),
+                    seq,
+                    entry,
+                    prev_hash,
+                    entry_hash,
+                }
+            })
+            .collect();
         let mut statements = Vec::new();
-        for chunk in entries.chunks(APPEND_ROWS_PER_STATEMENT) {
+        for chunk in chained.chunks(APPEND_ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO audit_log ({ENTRY_COLUMNS}) VALUES {}",
                 crate::database::values_placeholders(self.db.backend, chunk.len(), 15)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for e in chunk {
-                seq += 1;
-                let hash = entry_hash(chain, seq, &prev, e);
+            for c in chunk {
+                let e = &c.entry;
                 query = query
                     .bind(chain)
-                    .bind(seq)
+                    .bind(c.seq)
                     .bind(e.at_us)
                     .bind(e.caller.as_str())
                     .bind(e.subject_id.as_str())
@@ -55,9 +70,8 @@ impl Appender {
                     .bind(e.request_id.as_str())
                     .bind(e.trace_id.as_str())
                     .bind(e.records)
-                    .bind(prev.clone())
-                    .bind(hash.clone());
-                prev = hash;
+                    .bind(c.prev_hash.as_slice())
+                    .bind(c.entry_hash.as_slice());
             }
             statements.push(query);
         }
@@ -66,29 +80,27 @@ impl Appender {
             Some(conn) => conn,
             None => self.connection.insert(self.db.detached().await?),
         };
-        // The usual group of concurrent requests fits one statement, which
-        // commits by itself: one round trip, not three (found by the bench).
-        let written = if statements.len() == 1 {
-            let statement = statements.pop().expect("one statement");
-            statement.execute(&mut *conn).await.map(drop)
-        } else {
-            write_all(conn, statements).await
-        };
-        if let Err(e) = written {
+        if let Err(e) = write_all(conn, statements).await {
             // Rolled back (a failed transaction is dropped); the connection
             // may be broken: the next append opens another.
             self.connection = None;
             return Err(e.into());
         }
-        Ok((seq, prev))
+        Ok(chained)
     }
 }
 
 async fn write_all(
     conn: &mut sqlx::AnyConnection,
-    statements: Vec<sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>>,
+    mut statements: Vec<sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>>,
 ) -> Result<(), sqlx::Error> {
     use sqlx::Connection as _;
+    // The usual group of concurrent requests fits one statement, which
+    // commits by itself: one round trip, not three (found by the bench).
+    if statements.len() == 1 {
+        let statement = statements.pop().expect("one statement");
+        return statement.execute(&mut *conn).await.map(drop);
+    }
     let mut tx = conn.begin().await?;
     for statement in statements {
         statement.execute(&mut *tx).await?;

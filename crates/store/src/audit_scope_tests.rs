@@ -57,7 +57,7 @@ async fn append(log: &AuditLog, entries: &[(&str, i64, &str, &str)]) {
             .collect();
         let head = log.head(chain).await.expect("head");
         appender
-            .append(chain, head, &of_chain)
+            .append(chain, head, of_chain)
             .await
             .expect("append");
     }

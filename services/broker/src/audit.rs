@@ -2,19 +2,18 @@
 //! appended to this broker's hash chain before the caller gets an answer, so
 //! no answer leaves without its entry. A single writer task serialises the
 //! chain and commits concurrent requests together (group commit); every
-//! `checkpoint_every` entries it signs the chain head with the broker's key.
-//! A second task copies committed entries to the Kafka audit topic.
+//! `checkpoint_every` entries it signs the chain head with the broker's key,
+//! and it hands what it committed to the copy to Kafka (`audit_copy`).
 
 use std::time::Duration;
 
 use govbus_core::time::now_micros;
-use govbus_kafka::{AUDIT_TOPIC, RecordProducer};
 use govbus_security::Signer;
-use govbus_store::{AuditEntry, AuditLog, ChainedEntry, Checkpoint};
-use rdkafka::message::OwnedHeaders;
+use govbus_store::{AuditEntry, AuditLog, Checkpoint};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
+
+use crate::audit_copy::{self, AuditCopy, CopyFeed};
 
 type Reply = oneshot::Sender<Result<(), String>>;
 
@@ -36,6 +35,7 @@ pub struct AuditWorker {
     signer: Signer,
     checkpoint_every: i64,
     queue: mpsc::Receiver<(AuditEntry, Reply)>,
+    copy: CopyFeed,
 }
 
 impl AuditTrail {
@@ -44,8 +44,9 @@ impl AuditTrail {
         chain: String,
         signer: Signer,
         checkpoint_every: i64,
-    ) -> (Self, AuditWorker) {
+    ) -> (Self, AuditWorker, AuditCopy) {
         let (tx, rx) = mpsc::channel(4096);
+        let (feed, copy) = audit_copy::channel(log.clone(), chain.clone());
         (
             Self { queue: tx },
             AuditWorker {
@@ -54,7 +55,9 @@ impl AuditTrail {
                 signer,
                 checkpoint_every: checkpoint_every.max(1),
                 queue: rx,
+                copy: feed,
             },
+            copy,
         )
     }
 
@@ -72,7 +75,8 @@ impl AuditTrail {
 }
 
 impl AuditWorker {
-    /// Writes until every `AuditTrail` handle is dropped, then signs the head.
+    /// Writes until every `AuditTrail` handle is dropped, then signs the
+    /// head; the copy to Kafka ends after it.
     pub async fn run(mut self) {
         let mut head = loop {
             match self.log.head(&self.chain).await {
@@ -83,32 +87,38 @@ impl AuditWorker {
                 }
             }
         };
+        self.copy.committed_up_to(head.0);
         let mut signed_up_to = head.0;
         let mut appender = self.log.appender();
         let mut batch = Vec::with_capacity(512);
         // Whatever queued while the last commit ran goes in the next one.
         while self.queue.recv_many(&mut batch, 512).await > 0 {
             let (entries, replies): (Vec<AuditEntry>, Vec<Reply>) = batch.drain(..).unzip();
-            let outcome = appender.append(&self.chain, head.clone(), &entries).await;
+            let count = entries.len();
+            let outcome = appender.append(&self.chain, head.clone(), entries).await;
             match outcome {
-                Ok(new_head) => {
-                    head = new_head;
-                    metrics::gauge!("govbus_audit_chain_length", "chain" => self.chain.clone())
-                        .set(head.0 as f64);
+                Ok(chained) => {
                     for reply in replies {
                         let _ = reply.send(Ok(()));
                     }
+                    if let Some(last) = chained.last() {
+                        head = (last.seq, last.entry_hash.clone());
+                    }
+                    self.copy.committed(chained);
+                    metrics::gauge!("govbus_audit_chain_length", "chain" => self.chain.clone())
+                        .set(head.0 as f64);
                     if head.0 / self.checkpoint_every > signed_up_to / self.checkpoint_every {
                         signed_up_to = self.checkpoint(&head).await.unwrap_or(signed_up_to);
                     }
                 }
                 Err(e) => {
-                    error!(error = %e, entries = entries.len(), "audit append failed");
+                    error!(error = %e, entries = count, "audit append failed");
                     for reply in replies {
                         let _ = reply.send(Err(e.to_string()));
                     }
                     // Another writer may have moved the head (or nothing was written).
                     if let Ok(h) = self.log.head(&self.chain).await {
+                        self.copy.committed_up_to(h.0);
                         head = h;
                     }
                 }
@@ -139,141 +149,4 @@ impl AuditWorker {
             }
         }
     }
-}
-
-/// An entry as the audit topic carries it. Serialised straight from
-/// borrowed fields: building a `serde_json::Value` map per entry first cost
-/// a dozen allocations each, at thousands of entries a second.
-#[derive(serde::Serialize)]
-struct KafkaEntry<'a> {
-    chain: &'a str,
-    seq: i64,
-    at_us: i64,
-    caller: &'a str,
-    subject_id: &'a str,
-    record_type: &'a str,
-    purpose: &'a str,
-    fields: &'a str,
-    decision: &'a str,
-    reason: &'a str,
-    request_id: &'a str,
-    trace_id: &'a str,
-    records: i64,
-    prev_hash: String,
-    entry_hash: String,
-}
-
-impl<'a> From<&'a ChainedEntry> for KafkaEntry<'a> {
-    fn from(e: &'a ChainedEntry) -> Self {
-        Self {
-            chain: &e.chain,
-            seq: e.seq,
-            at_us: e.entry.at_us,
-            caller: &e.entry.caller,
-            subject_id: &e.entry.subject_id,
-            record_type: &e.entry.record_type,
-            purpose: &e.entry.purpose,
-            fields: &e.entry.fields,
-            decision: &e.entry.decision,
-            reason: &e.entry.reason,
-            request_id: &e.entry.request_id,
-            trace_id: &e.entry.trace_id,
-            records: e.entry.records,
-            prev_hash: hex::encode(&e.prev_hash),
-            entry_hash: hex::encode(&e.entry_hash),
-        }
-    }
-}
-
-/// Entries copied to Kafka per round, at most.
-const COPY_BATCH: usize = 2000;
-
-/// Copies committed entries of `chain` to the Kafka audit topic, in order,
-/// recording progress in the database after each acknowledged batch. Once
-/// `stop` is cancelled it drains what is committed and returns; what Kafka
-/// did not take is published after the next start.
-pub async fn publish_to_kafka(
-    log: AuditLog,
-    chain: String,
-    producer: RecordProducer,
-    stop: CancellationToken,
-) {
-    loop {
-        let published = publish_once(&log, &chain, &producer).await;
-        if stop.is_cancelled() {
-            if published == 0 {
-                return;
-            }
-            continue;
-        }
-        // Caught up: wait for a batch to gather rather than copy a few
-        // entries at a time, each round a progress commit competing with
-        // the audit writer for the database (tails in the bench). Nothing
-        // copied (nothing new, or a failure logged): wait longer.
-        let pause = match published {
-            0 => Duration::from_millis(500),
-            n if n < COPY_BATCH => Duration::from_millis(50),
-            _ => Duration::ZERO,
-        };
-        if !pause.is_zero() {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = tokio::time::sleep(pause) => {}
-            }
-        }
-    }
-}
-
-/// Publishes the next batch of unpublished entries; returns how many.
-async fn publish_once(log: &AuditLog, chain: &str, producer: &RecordProducer) -> usize {
-    let published = match log.published(chain).await {
-        Ok(seq) => seq,
-        Err(e) => {
-            warn!(error = %e, "audit publisher cannot read its progress");
-            return 0;
-        }
-    };
-    let entries = match log.entries_after(chain, published, COPY_BATCH as i64).await {
-        Ok(entries) => entries,
-        Err(e) => {
-            warn!(error = %e, "audit publisher cannot read the trail");
-            return 0;
-        }
-    };
-    // All of the batch in flight at once: awaiting each acknowledgement in
-    // turn capped the copy at a few hundred entries a second, far below the
-    // query rate (found by the benchmark). The idempotent producer keeps
-    // the order within a partition; after a failure the rest of the batch
-    // is sent again next round, so the topic is at-least-once (consumers
-    // deduplicate by chain and seq).
-    let sends = entries.iter().map(|e| {
-        let body = serde_json::to_string(&KafkaEntry::from(e)).expect("strings serialise");
-        async move {
-            producer
-                .send(
-                    AUDIT_TOPIC,
-                    e.entry.subject_id.as_bytes(),
-                    body.as_bytes(),
-                    OwnedHeaders::new(),
-                )
-                .await
-        }
-    });
-    let delivered = futures::future::join_all(sends).await;
-    let mut last = published;
-    let mut sent = 0;
-    for (e, outcome) in entries.iter().zip(delivered) {
-        if outcome.is_err() {
-            break;
-        }
-        last = e.seq;
-        sent += 1;
-    }
-    if last > published
-        && let Err(e) = log.mark_published(chain, last).await
-    {
-        warn!(error = %e, "audit publisher cannot record its progress");
-        return 0;
-    }
-    sent
 }

@@ -3,6 +3,7 @@
 
 mod accesses;
 mod audit;
+mod audit_copy;
 mod config;
 mod consent;
 mod evidence;
@@ -74,7 +75,7 @@ pub async fn rebuild_showcase(
 pub struct Broker {
     metrics: Option<govbus_server::metrics::MetricsEndpoint>,
     audit_worker: audit::AuditWorker,
-    audit_publisher: (govbus_store::AuditLog, String, govbus_kafka::RecordProducer),
+    audit_copy: (audit_copy::AuditCopy, govbus_kafka::RecordProducer),
     policy: PolicyStore,
     policy_watch: Option<(std::path::PathBuf, std::time::Duration)>,
     catalog: Arc<Catalog>,
@@ -142,7 +143,7 @@ impl Broker {
             Some(url) => govbus_store::AuditLog::open(url).await?,
             None => govbus_store::AuditLog::new(showcase.database().clone()),
         };
-        let (audit, audit_worker) = audit::AuditTrail::new(
+        let (audit, audit_worker, audit_copy) = audit::AuditTrail::new(
             audit_log.clone(),
             config.audit_chain.clone(),
             security.tls().signer().map_err(|e| {
@@ -150,7 +151,7 @@ impl Broker {
             })?,
             config.audit_checkpoint_every,
         );
-        let audit_publisher = (audit_log.clone(), config.audit_chain.clone(), producer);
+        let audit_copy = (audit_copy, producer);
         let once_only = OnceOnlyServer::new(OnceOnlyService::new(
             showcase.clone(),
             catalog.clone(),
@@ -175,7 +176,7 @@ impl Broker {
         Ok(Self {
             metrics,
             audit_worker,
-            audit_publisher,
+            audit_copy,
             policy,
             policy_watch: config
                 .policy_file
@@ -213,15 +214,9 @@ impl Broker {
         let metrics = self.metrics.map(|m| m.spawn(stop.clone()));
         let size = tokio::spawn(report_showcase_size(self.showcase.clone(), stop.clone()));
         let audit_writer = tokio::spawn(self.audit_worker.run());
-        let (audit_log, chain, producer) = self.audit_publisher;
-        // Stopped only after the writer has committed its last entries.
-        let publisher_stop = CancellationToken::new();
-        let audit_publisher = tokio::spawn(audit::publish_to_kafka(
-            audit_log,
-            chain,
-            producer,
-            publisher_stop.clone(),
-        ));
+        // Ends after the writer, with what it committed last.
+        let (audit_copy, producer) = self.audit_copy;
+        let audit_copy = tokio::spawn(audit_copy.run(producer));
         if let Some((path, every)) = self.policy_watch {
             tokio::spawn(self.policy.watch(path, self.catalog, every, stop.clone()));
         }
@@ -233,8 +228,7 @@ impl Broker {
         // The server (and with it every audit handle) is gone: the writer
         // commits what it holds, signs the head and ends.
         let _ = audit_writer.await;
-        publisher_stop.cancel();
-        let _ = audit_publisher.await;
+        let _ = audit_copy.await;
         let _ = size.await;
         if let Some(task) = metrics {
             let _ = task.await;
