@@ -28,8 +28,10 @@ use tracing::warn;
 /// Entries read from the database per round, at most.
 const READ_BATCH: i64 = 2000;
 /// Committed groups the copy may be behind before the writer drops them
-/// (the copy then reads them from the database).
-const QUEUED_GROUPS: usize = 1024;
+/// (the copy then reads them from the database). At peak a copy round
+/// takes a few ms and finds a few dozen groups queued; this bounds the
+/// memory held while Kafka is slow (a group holds at most 512 entries).
+const QUEUED_GROUPS: usize = 256;
 /// How often progress is recorded: after a crash, at most about this much
 /// of the trail is copied again.
 const MARK_EVERY: Duration = Duration::from_secs(1);
