@@ -2,7 +2,7 @@
 //! agency correcting itself within milliseconds): the newest is current,
 //! every version is in the history once, on SQLite and PostgreSQL alike.
 
-use govbus_store::{ApplyStats, IngestedRecord};
+use govbus_store::{ApplyStats, Backend, IngestedRecord};
 use govbus_tests::{TestBus, birth_record, open_showcase, pinfl};
 use prost::Message;
 
@@ -107,6 +107,83 @@ async fn batches_longer_than_one_statement_apply_whole() {
         .unwrap();
     assert_eq!(last.len(), 1);
     assert_eq!(last[0].offset, 1200);
+}
+
+/// A batch the database refuses part-way (here a trigger refuses one
+/// history row, after the current table took the batch's upserts) leaves
+/// nothing of itself, and the connection it ran on is clean for the next
+/// batch: on SQLite the batch is one text from BEGIN to COMMIT, so a failure
+/// inside it must be rolled back by hand.
+#[tokio::test]
+async fn a_batch_refused_part_way_leaves_nothing_and_the_next_applies() {
+    let bus = TestBus::start();
+    let showcase = open_showcase(&bus, "showcase.db").await;
+    let db = showcase.database();
+    let first: Vec<IngestedRecord> = (0..3u32)
+        .map(|n| ingested(&pinfl(n), 1, i64::from(n)))
+        .collect();
+    showcase.apply(&first).await.expect("first batch applies");
+
+    let poison = pinfl(99);
+    let refuse: &[&str] = match db.backend {
+        Backend::Sqlite => &["CREATE TRIGGER refuse BEFORE INSERT ON showcase_history \
+             WHEN NEW.subject_id = '{poison}' BEGIN SELECT RAISE(ABORT, 'refused'); END"],
+        Backend::Postgres => &[
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN \
+               IF NEW.subject_id = '{poison}' THEN RAISE EXCEPTION 'refused'; END IF; \
+               RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse BEFORE INSERT ON showcase_history \
+             FOR EACH ROW EXECUTE FUNCTION refuse()",
+        ],
+    };
+    for statement in refuse {
+        let statement = statement.replace("{poison}", &poison);
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let second = vec![ingested(&pinfl(0), 2, 10), ingested(&poison, 1, 11)];
+    // Every pooled connection gets the chance to be left in a bad state.
+    for _ in 0..10 {
+        showcase
+            .apply(&second)
+            .await
+            .expect_err("the trigger refuses");
+    }
+    let current = showcase
+        .current("birth_certificate", &pinfl(0))
+        .await
+        .unwrap();
+    assert_eq!(current[0].record.version, 1, "nothing of the refused batch");
+    assert!(
+        showcase
+            .current("birth_certificate", &poison)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(showcase.count().await.unwrap(), 3);
+    assert_eq!(showcase.history_count().await.unwrap(), 3);
+
+    let allow = match db.backend {
+        Backend::Sqlite => "DROP TRIGGER refuse",
+        Backend::Postgres => "DROP TRIGGER refuse ON showcase_history",
+    };
+    sqlx::query(allow).execute(&db.pool).await.unwrap();
+    for _ in 0..10 {
+        showcase
+            .apply(&second)
+            .await
+            .expect("the batch applies once allowed");
+    }
+    let current = showcase
+        .current("birth_certificate", &pinfl(0))
+        .await
+        .unwrap();
+    assert_eq!(current[0].record.version, 2);
+    assert_eq!(showcase.count().await.unwrap(), 4);
+    assert_eq!(showcase.history_count().await.unwrap(), 5);
 }
 
 /// Concurrent reads share statements (crates/store/src/current_reads.rs):
