@@ -152,22 +152,48 @@ async fn apply_in_one_text(
     );
     let query = bind_rows(query, Table::History, all);
     let _turn = db.write_turn().await;
-    let mut conn = db.pool.acquire().await?;
-    match query.fetch_all(&mut *conn).await {
+    let mut conn = Unfinished(Some(db.pool.acquire().await?));
+    let counts = match query.fetch_all(conn.get()).await {
         Ok(counts) => {
-            let count = |i: usize| -> Result<i64, StoreError> {
-                let row = counts.get(i).ok_or(sqlx::Error::RowNotFound)?;
-                Ok(row.try_get(0)?)
-            };
-            Ok((count(1)? - count(0)?) as u64)
+            conn.finished();
+            counts
         }
         Err(e) => {
             // Whatever ran of the batch is undone; a connection that cannot
             // say so is closed rather than handed to the next caller.
-            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-                conn.close_on_drop();
+            if sqlx::query("ROLLBACK").execute(conn.get()).await.is_ok() {
+                conn.finished();
             }
-            Err(e.into())
+            return Err(e.into());
+        }
+    };
+    let count = |i: usize| -> Result<i64, StoreError> {
+        let row = counts.get(i).ok_or(sqlx::Error::RowNotFound)?;
+        Ok(row.try_get(0)?)
+    };
+    Ok((count(1)? - count(0)?) as u64)
+}
+
+/// A pooled connection running a text that opens a transaction: dropped
+/// before `finished` (the caller cancelled, or the rollback failed), it is
+/// closed instead of pooled, so no one inherits an open transaction.
+struct Unfinished(Option<sqlx::pool::PoolConnection<sqlx::Any>>);
+
+impl Unfinished {
+    fn get(&mut self) -> &mut sqlx::AnyConnection {
+        self.0.as_mut().expect("connection held until finished")
+    }
+
+    /// The text ran to its end (or was rolled back): back to the pool.
+    fn finished(&mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.as_mut() {
+            conn.close_on_drop();
         }
     }
 }
