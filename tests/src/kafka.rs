@@ -28,6 +28,18 @@ pub fn wants_tansu() -> bool {
     std::env::var("TEST_KAFKA").is_ok_and(|v| v == "tansu")
 }
 
+/// True (and says so) when the Kafka under test is tansu 0.6.0, which
+/// panics in its storage task (lite.rs:503) when an idempotent producer
+/// resumes after a timed-out record, and then serves no more produce
+/// requests (README, "Kafka brokers"): tests that time records out skip.
+pub fn skip_timed_out_records_on_tansu() -> bool {
+    let skip = wants_tansu();
+    if skip {
+        println!("skipped on tansu 0.6.0: a timed-out idempotent record breaks the broker");
+    }
+    skip
+}
+
 impl KafkaUnderTest {
     pub fn start(dir: &Path, topics: &[String]) -> Self {
         if wants_tansu() {

@@ -18,7 +18,7 @@ use govbus_proto::{
     },
 };
 use govbus_security::{Identity, TlsMaterial, TlsSettings, pki};
-pub use kafka::{KafkaUnderTest, wants_tansu};
+pub use kafka::{KafkaUnderTest, skip_timed_out_records_on_tansu, wants_tansu};
 use prost_types::Timestamp;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;

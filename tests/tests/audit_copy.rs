@@ -41,6 +41,13 @@ async fn ask(broker: &Running, subject: &str, n: usize, concurrently: usize) {
     }
 }
 
+/// A broker whose audit trail is in `audit.db`, beside its showcase.
+fn with_own_trail(bus: &TestBus) -> govbus_broker::BrokerConfig {
+    let mut config = bus.broker_config("showcase.db");
+    config.audit_database_url = Some(bus.database_url("audit.db"));
+    config
+}
+
 async fn published(bus: &TestBus, db: &str, chain: &str) -> i64 {
     let log = AuditLog::open(&bus.database_url(db)).await.unwrap();
     log.published(chain).await.unwrap()
@@ -49,9 +56,7 @@ async fn published(bus: &TestBus, db: &str, chain: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_entry_reaches_the_audit_topic_once_and_in_order() {
     let bus = TestBus::start();
-    let mut config = bus.broker_config("showcase.db");
-    config.audit_database_url = Some(bus.database_url("audit.db"));
-    let broker = bus.broker(config).await;
+    let broker = bus.broker(with_own_trail(&bus)).await;
     ask(&broker, &pinfl(1700), 60, 20).await;
     broker.stop().await;
 
@@ -86,9 +91,7 @@ async fn entries_an_earlier_run_left_uncopied_are_copied_first() {
         .await
         .unwrap();
 
-    let mut config = bus.broker_config("showcase.db");
-    config.audit_database_url = Some(bus.database_url("audit.db"));
-    let broker = bus.broker(config).await;
+    let broker = bus.broker(with_own_trail(&bus)).await;
     eventually("the earlier entries copied", || async {
         copied(&bus, "broker").len() == 5
     })
@@ -103,16 +106,11 @@ async fn entries_an_earlier_run_left_uncopied_are_copied_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_kafka_refused_are_copied_from_the_database_once_it_is_back() {
     let bus = TestBus::start();
-    if wants_tansu() {
-        // tansu 0.6.0 panics in its storage task (lite.rs:503) when an
-        // idempotent producer resumes after a timed-out record; see
-        // README, "Kafka brokers".
-        println!("skipped on tansu 0.6.0: a timed-out idempotent record breaks the broker");
+    if skip_timed_out_records_on_tansu() {
         return;
     }
     let subject = pinfl(1702);
-    let mut config = bus.broker_config("showcase.db");
-    config.audit_database_url = Some(bus.database_url("audit.db"));
+    let mut config = with_own_trail(&bus);
     config
         .kafka
         .client

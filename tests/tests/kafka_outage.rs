@@ -72,11 +72,7 @@ async fn kafka_stopped_and_restarted_under_load_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_reports_failure_while_kafka_is_down_and_recovers() {
     let bus = TestBus::start();
-    if wants_tansu() {
-        // tansu 0.6.0 panics in its storage task (lite.rs:503) when an
-        // idempotent producer resumes after a timed-out record, and then
-        // serves no more produce requests; see README, "Kafka brokers".
-        println!("skipped on tansu 0.6.0: a timed-out idempotent record breaks the broker");
+    if skip_timed_out_records_on_tansu() {
         return;
     }
     let broker = bus.broker(bus.broker_config("showcase.db")).await;
