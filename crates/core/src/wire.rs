@@ -46,6 +46,16 @@ fn records(payload: &[u8]) -> Result<Vec<(u32, std::ops::Range<usize>)>, WireErr
     Ok(out)
 }
 
+/// The payload's tag-value records as (field number, byte range), ordered
+/// by field number and, within a field, as they appear: each field's wire
+/// bytes without copying them (`chunk_by` on the number groups a field).
+pub fn field_records(payload: &[u8]) -> Result<Vec<(u32, std::ops::Range<usize>)>, WireError> {
+    let mut out = records(payload)?;
+    // Stable: a field's records keep their order.
+    out.sort_by_key(|(number, _)| *number);
+    Ok(out)
+}
+
 /// Each top-level field's wire bytes: all its tag-value records, in order.
 pub fn split_fields(payload: &[u8]) -> Result<BTreeMap<u32, Vec<u8>>, WireError> {
     let mut fields: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
@@ -103,6 +113,23 @@ mod tests {
         let again = split_fields(&projected).unwrap();
         assert_eq!(again[&3], fields[&3]);
         assert_eq!(again[&4], fields[&4]);
+    }
+
+    #[test]
+    fn field_records_group_a_field_in_payload_order() {
+        // Field 2 twice, field 1 between: a repeated or merged field.
+        let payload = [0x12, 0x01, b'a', 0x08, 0x07, 0x12, 0x01, b'b'];
+        let records = field_records(&payload).unwrap();
+        assert_eq!(records, [(1, 3..5), (2, 0..3), (2, 5..8)]);
+        let fields = split_fields(&payload).unwrap();
+        for group in records.chunk_by(|a, b| a.0 == b.0) {
+            let bytes: Vec<u8> = group
+                .iter()
+                .flat_map(|(_, range)| payload[range.clone()].iter().copied())
+                .collect();
+            assert_eq!(bytes, fields[&group[0].0]);
+        }
+        assert_eq!(field_records(&[0x0b]), Err(WireError::Group(1)));
     }
 
     #[test]

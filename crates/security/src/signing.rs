@@ -192,8 +192,12 @@ impl Signer {
             .iter()
             .map(|record| match &record.payload {
                 None => Ok(Vec::new()),
-                Some(payload) => govbus_core::wire::split_fields(&payload.value)
-                    .map(|fields| fields.into_keys().collect::<Vec<u32>>()),
+                Some(payload) => {
+                    govbus_core::wire::field_records(&payload.value).map(|mut fields| {
+                        fields.dedup_by_key(|(number, _)| *number);
+                        fields.into_iter().map(|(number, _)| number).collect()
+                    })
+                }
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(SigningInputError::from)?;
