@@ -29,6 +29,11 @@ use crate::{
     report::{IngestResult, Machine, QueryResult, Report, Seeded, SizeResult, TlsResult},
 };
 
+/// The allocator of the govbus binaries (services/*/src/main.rs), so the
+/// bench measures what they run; the baselines share it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks govbus against same-run baselines")]
 struct Args {

@@ -7,6 +7,11 @@ use anyhow::Context;
 use clap::Parser;
 use govbus_adapter::{Adapter, AdapterConfig};
 
+/// mimalloc, not glibc's malloc: the bus allocates and frees on many threads
+/// at once (docs/PROFILING.md, session 12).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "govbus agency adapter")]
 struct Args {

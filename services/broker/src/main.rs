@@ -7,6 +7,11 @@ use anyhow::Context;
 use clap::Parser;
 use govbus_broker::{Broker, BrokerConfig};
 
+/// mimalloc, not glibc's malloc: the bus allocates and frees on many threads
+/// at once (docs/PROFILING.md, session 12).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "govbus once-only broker")]
 struct Args {

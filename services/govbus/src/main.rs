@@ -11,6 +11,11 @@ use govbus_cli::{
 use govbus_proto::v1::{ConsentScope, GetEvidenceRequest};
 use govbus_security::{Identity, pki};
 
+/// mimalloc, not glibc's malloc: the bus allocates and frees on many threads
+/// at once (docs/PROFILING.md, session 12).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "govbus: interagency data-exchange bus")]
 struct Cli {
