@@ -293,8 +293,9 @@ impl Report {
              batches of {}; the adapter validates, signs each call's records under one \
              signature, produces idempotently and answers after Kafka's acknowledgement), \
              until all are current in the showcase (the broker checks every record — its \
-             inclusion proof, each batch signature once — while it writes the batch before: \
-             current + history in one transaction per batch, then offsets; the run ends when \
+             inclusion proof, each batch signature once — and binds the batch's values up to \
+             two batches ahead of its one writer, which stores current + history in one \
+             transaction per batch, then its offsets; the run ends when \
              the last record Kafka took on each partition is current, the whole count is \
              checked once after). Baseline: the same number of \
              signed envelopes \

@@ -152,6 +152,22 @@ fn create_parent_dir(url: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Every SQLite connection's settings, in this order. WAL lets queries run
+/// while the consumer writes; synchronous=FULL because Kafka offsets advance
+/// only after a commit, so a commit must survive power loss. Checkpoints
+/// run in the background (`checkpoint_in_background`), but under a steady
+/// writer they never reach the WAL's end, so the WAL still grows to the
+/// auto-checkpoint bound every second or two and one commit checkpoints;
+/// 2,000, 4,000 and 100,000 frames were all worse for the queries
+/// (docs/PROFILING.md, session 10).
+const SQLITE_PRAGMAS: [(&str, &str); 5] = [
+    ("journal_mode", "WAL"),
+    ("synchronous", "FULL"),
+    ("busy_timeout", "10000"),
+    ("wal_autocheckpoint", "10000"),
+    ("foreign_keys", "ON"),
+];
+
 /// A pool on one of the supported backends.
 #[derive(Debug, Clone)]
 pub struct Database {
@@ -160,6 +176,9 @@ pub struct Database {
     /// PostgreSQL only: the native driver, for what sqlx's `Any` cannot
     /// bind (arrays). Lazy: it connects at its first statement.
     native_postgres: Option<sqlx::PgPool>,
+    /// SQLite only: the native driver, for the ingest writer's prepared
+    /// batches (`Any` copies every bound value once more). Lazy too.
+    native_sqlite: Option<sqlx::SqlitePool>,
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Dropped with the last clone: stops the background checkpoints.
     _checkpointer: tokio::sync::mpsc::Sender<()>,
@@ -198,20 +217,10 @@ impl Database {
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        // WAL lets queries run while the consumer writes;
-                        // synchronous=FULL because Kafka offsets advance only
-                        // after a commit, so a commit must survive power loss.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = FULL").await?;
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
-                        // Checkpoints run in the background (below), but
-                        // under a steady writer they never reach the WAL's
-                        // end, so the WAL still grows to this bound every
-                        // second or two and one commit checkpoints; 2,000,
-                        // 4,000 and 100,000 frames were all worse for the
-                        // queries (docs/PROFILING.md, session 10).
-                        conn.execute("PRAGMA wal_autocheckpoint = 10000").await?;
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        for (name, value) in SQLITE_PRAGMAS {
+                            let pragma = format!("PRAGMA {name} = {value}");
+                            conn.execute(sqlx::AssertSqlSafe(pragma)).await?;
+                        }
                     }
                     Ok(())
                 })
@@ -229,6 +238,21 @@ impl Database {
             ),
             Backend::Sqlite => None,
         };
+        let native_sqlite = match backend {
+            // Only the ingest writer uses it, one text at a time; kept
+            // connections keep their page cache.
+            Backend::Sqlite => Some(
+                sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(Duration::from_secs(3))
+                    .test_before_acquire(false)
+                    .connect_lazy_with(SQLITE_PRAGMAS.iter().fold(
+                        sqlx::sqlite::SqliteConnectOptions::from_str(&url)?,
+                        |options, (name, value)| options.pragma(*name, *value),
+                    )),
+            ),
+            Backend::Postgres => None,
+        };
         let (checkpointer, stop) = tokio::sync::mpsc::channel(1);
         if backend == Backend::Sqlite {
             tokio::spawn(checkpoint_in_background(pool.clone(), stop));
@@ -237,6 +261,7 @@ impl Database {
             pool,
             backend,
             native_postgres,
+            native_sqlite,
             writer: Default::default(),
             _checkpointer: checkpointer,
         })
@@ -245,6 +270,11 @@ impl Database {
     /// The native PostgreSQL pool of this database; `None` on SQLite.
     pub(crate) fn native_postgres(&self) -> Option<&sqlx::PgPool> {
         self.native_postgres.as_ref()
+    }
+
+    /// The native SQLite pool of this database; `None` on PostgreSQL.
+    pub(crate) fn native_sqlite(&self) -> Option<&sqlx::SqlitePool> {
+        self.native_sqlite.as_ref()
     }
 
     /// Begins a transaction that writes. On SQLite it first waits for this
@@ -292,5 +322,48 @@ impl Database {
             Backend::Postgres => postgres.run(&self.pool).await?,
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row as _;
+
+    use super::*;
+
+    /// The settings a connection reports, by `SQLITE_PRAGMAS`' names (a
+    /// macro: the two pools' connections are of different types).
+    macro_rules! settings {
+        ($conn:expr) => {{
+            let mut values = Vec::new();
+            for (name, _) in SQLITE_PRAGMAS {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA {name}")))
+                    .fetch_one(&mut *$conn)
+                    .await
+                    .expect("pragma");
+                let value = row
+                    .try_get::<String, _>(0)
+                    .or_else(|_| row.try_get::<i64, _>(0).map(|v| v.to_string()))
+                    .expect("pragma value");
+                values.push(value.to_lowercase());
+            }
+            values
+        }};
+    }
+
+    /// The ingest writer's native connections are as durable as the rest:
+    /// WAL, synchronous=FULL (2), and the same waits and checkpoints.
+    #[tokio::test]
+    async fn both_sqlite_pools_run_with_the_same_settings() {
+        let (_dir, url) = crate::test_databases::temp_sqlite("settings.db");
+        let db = Database::connect(&url).await.expect("connect");
+        let expected = ["wal", "2", "10000", "10000", "1"]
+            .map(String::from)
+            .to_vec();
+        let mut any = db.pool.acquire().await.expect("any connection");
+        assert_eq!(settings!(any), expected);
+        let native = db.native_sqlite().expect("native pool on SQLite");
+        let mut native = native.acquire().await.expect("native connection");
+        assert_eq!(settings!(native), expected);
     }
 }

@@ -21,6 +21,7 @@ mod current_reads;
 mod database;
 mod showcase;
 mod showcase_arrays;
+mod showcase_batch;
 #[cfg(test)]
 mod showcase_upgrade_tests;
 #[cfg(test)]
@@ -31,3 +32,4 @@ pub use audit_append::Appender;
 pub use consents::{ConsentRecord, ConsentScope, ConsentState, Consents};
 pub use database::{Backend, Database, StoreError, WriteTransaction};
 pub use showcase::{ApplyStats, IngestedRecord, Showcase, ShowcaseDigest, StoredRecord};
+pub use showcase_batch::PreparedBatch;

@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use std::sync::{Arc, OnceLock};
 
-use crate::{Database, StoreError, current_reads::CurrentReads};
+use crate::{Database, StoreError, current_reads::CurrentReads, showcase_batch::PreparedBatch};
 
 pub(crate) static SQLITE_MIGRATIONS: sqlx::migrate::Migrator =
     sqlx::migrate!("./migrations/sqlite");
@@ -84,12 +84,12 @@ impl Table {
     }
 
     /// Columns bound per row.
-    fn width(self) -> usize {
+    pub(crate) fn width(self) -> usize {
         self.columns().split(',').count()
     }
 
     /// A multi-row INSERT of `rows` rows.
-    fn insert_sql(self, backend: crate::Backend, rows: usize) -> String {
+    pub(crate) fn insert_sql(self, backend: crate::Backend, rows: usize) -> String {
         format!(
             "INSERT INTO {} ({}) VALUES {}{}",
             self.name(),
@@ -118,115 +118,6 @@ impl Table {
     }
 }
 
-/// Rows per statement of a multi-row INSERT (SQLite; PostgreSQL binds a
-/// whole batch as arrays): 12 parameters each, well under SQLite's limit.
-const ROWS_PER_STATEMENT: usize = 500;
-
-/// SQLite: a batch in one hand-off to SQLite's thread — BEGIN, the
-/// upserts of the current table, the history, COMMIT as one text of several
-/// statements (sqlx binds anonymous parameters across them in order).
-/// As four hand-offs (BEGIN, two INSERTs, COMMIT) each waited for SQLite's
-/// thread to be scheduled on a busy machine: BEGIN alone was 11 % of the
-/// ingest writer's time (docs/PROFILING.md). Returns the rows of the
-/// current table inserted or updated.
-async fn apply_in_one_text(
-    db: &Database,
-    current: &[&IngestedRecord],
-    all: &[&IngestedRecord],
-) -> Result<u64, StoreError> {
-    let mut sql = String::from("BEGIN IMMEDIATE; SELECT total_changes(); ");
-    for chunk in current.chunks(ROWS_PER_STATEMENT) {
-        sql += &Table::Current.insert_sql(db.backend, chunk.len());
-        sql += "; ";
-    }
-    sql += "SELECT total_changes(); ";
-    for chunk in all.chunks(ROWS_PER_STATEMENT) {
-        sql += &Table::History.insert_sql(db.backend, chunk.len());
-        sql += "; ";
-    }
-    sql += "COMMIT";
-    let query = bind_rows(
-        sqlx::query(sqlx::AssertSqlSafe(sql)),
-        Table::Current,
-        current,
-    );
-    let query = bind_rows(query, Table::History, all);
-    let _turn = db.write_turn().await;
-    let mut conn = Unfinished(Some(db.pool.acquire().await?));
-    let counts = match query.fetch_all(conn.get()).await {
-        Ok(counts) => {
-            conn.finished();
-            counts
-        }
-        Err(e) => {
-            // Whatever ran of the batch is undone; a connection that cannot
-            // say so is closed rather than handed to the next caller.
-            if sqlx::query("ROLLBACK").execute(conn.get()).await.is_ok() {
-                conn.finished();
-            }
-            return Err(e.into());
-        }
-    };
-    let count = |i: usize| -> Result<i64, StoreError> {
-        let row = counts.get(i).ok_or(sqlx::Error::RowNotFound)?;
-        Ok(row.try_get(0)?)
-    };
-    Ok((count(1)? - count(0)?) as u64)
-}
-
-/// A pooled connection running a text that opens a transaction: dropped
-/// before `finished` (the caller cancelled, or the rollback failed), it is
-/// closed instead of pooled, so no one inherits an open transaction.
-struct Unfinished(Option<sqlx::pool::PoolConnection<sqlx::Any>>);
-
-impl Unfinished {
-    fn get(&mut self) -> &mut sqlx::AnyConnection {
-        self.0.as_mut().expect("connection held until finished")
-    }
-
-    /// The text ran to its end (or was rolled back): back to the pool.
-    fn finished(&mut self) {
-        self.0.take();
-    }
-}
-
-impl Drop for Unfinished {
-    fn drop(&mut self) {
-        if let Some(conn) = self.0.as_mut() {
-            conn.close_on_drop();
-        }
-    }
-}
-
-type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
-
-/// Binds the columns of `table` for each of `rows`, in order.
-fn bind_rows<'q>(
-    mut query: AnyQuery<'q>,
-    table: Table,
-    rows: &[&'q IngestedRecord],
-) -> AnyQuery<'q> {
-    for item in rows {
-        let r = &item.record;
-        query = query
-            .bind(r.record_type.as_str())
-            .bind(r.subject_id.as_str())
-            .bind(r.record_key.as_str())
-            .bind(r.version as i64)
-            .bind(r.record_id.as_str())
-            .bind(i64::from(r.status))
-            .bind(r.content_hash.as_slice())
-            .bind(item.topic.as_str())
-            .bind(i64::from(item.partition))
-            .bind(item.offset)
-            .bind(item.ingested_at_us);
-        if table == Table::History {
-            query = query.bind(item.envelope.as_slice());
-        }
-    }
-    query
-}
-
 impl Showcase {
     /// Connects to `url` and migrates the schema.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
@@ -245,6 +136,19 @@ impl Showcase {
     /// Applies a batch in one transaction: each record becomes current unless
     /// a version at least as new is already there, and enters the history
     /// once. Nothing of the batch is visible until all of it is.
+    pub async fn apply(&self, batch: &[IngestedRecord]) -> Result<ApplyStats, StoreError> {
+        self.apply_prepared(&self.prepare(batch)).await
+    }
+
+    /// The CPU half of [`Showcase::apply`], which needs no database and can
+    /// run beside a writer (see `showcase_batch`).
+    pub fn prepare(&self, batch: &[IngestedRecord]) -> PreparedBatch {
+        PreparedBatch::new(self.db.backend, batch)
+    }
+
+    /// The database half of [`Showcase::apply`]: many rows per statement
+    /// (one statement per record cost a round trip each: found by the
+    /// benchmark), both tables in one transaction.
     #[tracing::instrument(name = "showcase_apply", skip_all, fields(
         otel.name = "INSERT showcase_records",
         otel.kind = "client",
@@ -253,42 +157,8 @@ impl Showcase {
         db.collection.name = "showcase_records",
         db.operation.batch.size = batch.len(),
     ))]
-    pub async fn apply(&self, batch: &[IngestedRecord]) -> Result<ApplyStats, StoreError> {
-        // Many rows per statement (one statement per record cost a round
-        // trip each: found by the benchmark). One upsert may touch a row once
-        // only (PostgreSQL refuses more), so the newest version of each
-        // record in the batch goes to the current table; every version goes
-        // to the history.
-        fn record(r: &IngestedRecord) -> (&str, &str, &str) {
-            let r = &r.record;
-            (&r.record_type, &r.subject_id, &r.record_key)
-        }
-        let mut newest: std::collections::HashMap<(&str, &str, &str), &IngestedRecord> =
-            std::collections::HashMap::with_capacity(batch.len());
-        for item in batch {
-            let slot = newest.entry(record(item)).or_insert(item);
-            if item.record.version > slot.record.version {
-                *slot = item;
-            }
-        }
-        // A stable order of row locks across concurrent writers (replicas
-        // during a rebalance), in both tables.
-        fn key(r: &IngestedRecord) -> ((&str, &str, &str), u64) {
-            (record(r), r.record.version)
-        }
-        let mut all: Vec<&IngestedRecord> = batch.iter().collect();
-        all.sort_by(|a, b| key(a).cmp(&key(b)));
-        let applied = if let Some(pool) = self.db.native_postgres() {
-            let is_newest: Vec<bool> = all
-                .iter()
-                .map(|item| std::ptr::eq(newest[&record(item)], *item))
-                .collect();
-            crate::showcase_arrays::apply(pool, &all, &is_newest).await?
-        } else {
-            let mut current: Vec<&IngestedRecord> = newest.into_values().collect();
-            current.sort_by(|a, b| key(a).cmp(&key(b)));
-            apply_in_one_text(&self.db, &current, &all).await?
-        };
+    pub async fn apply_prepared(&self, batch: &PreparedBatch) -> Result<ApplyStats, StoreError> {
+        let applied = batch.write(&self.db).await?;
         Ok(ApplyStats {
             applied,
             stale: batch.len() as u64 - applied,

@@ -10,7 +10,11 @@
 
 use std::sync::LazyLock;
 
-use sqlx::postgres::PgPool;
+use sqlx::{
+    Arguments as _,
+    error::BoxDynError,
+    postgres::{PgArguments, PgPool},
+};
 
 use crate::{IngestedRecord, StoreError, showcase::Table};
 
@@ -45,28 +49,33 @@ static APPLY: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Writes `all` (in key order) to the history and those of them that
-/// `is_newest` marks to the current table; returns the rows that became
-/// current.
-pub(crate) async fn apply(
-    pool: &PgPool,
+/// The 13 arrays of `all` (in key order), `is_newest` marking those that
+/// may become current.
+pub(crate) fn arguments(
     all: &[&IngestedRecord],
     is_newest: &[bool],
-) -> Result<u64, StoreError> {
-    let applied: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(APPLY.as_str()))
-        .bind(column(all, |i| i.record.record_type.as_str()))
-        .bind(column(all, |i| i.record.subject_id.as_str()))
-        .bind(column(all, |i| i.record.record_key.as_str()))
-        .bind(column(all, |i| i.record.version as i64))
-        .bind(column(all, |i| i.record.record_id.as_str()))
-        .bind(column(all, |i| i64::from(i.record.status)))
-        .bind(column(all, |i| i.record.content_hash.as_slice()))
-        .bind(column(all, |i| i.topic.as_str()))
-        .bind(column(all, |i| i64::from(i.partition)))
-        .bind(column(all, |i| i.offset))
-        .bind(column(all, |i| i.ingested_at_us))
-        .bind(column(all, |i| i.envelope.as_slice()))
-        .bind(is_newest)
+) -> Result<PgArguments, BoxDynError> {
+    let mut args = PgArguments::default();
+    args.add(column(all, |i| i.record.record_type.as_str()))?;
+    args.add(column(all, |i| i.record.subject_id.as_str()))?;
+    args.add(column(all, |i| i.record.record_key.as_str()))?;
+    args.add(column(all, |i| i.record.version as i64))?;
+    args.add(column(all, |i| i.record.record_id.as_str()))?;
+    args.add(column(all, |i| i64::from(i.record.status)))?;
+    args.add(column(all, |i| i.record.content_hash.as_slice()))?;
+    args.add(column(all, |i| i.topic.as_str()))?;
+    args.add(column(all, |i| i64::from(i.partition)))?;
+    args.add(column(all, |i| i.offset))?;
+    args.add(column(all, |i| i.ingested_at_us))?;
+    args.add(column(all, |i| i.envelope.as_slice()))?;
+    args.add(is_newest)?;
+    Ok(args)
+}
+
+/// Writes a batch bound by `arguments`; returns the rows that became
+/// current.
+pub(crate) async fn apply(pool: &PgPool, args: PgArguments) -> Result<u64, StoreError> {
+    let applied: i64 = sqlx::query_scalar_with(sqlx::AssertSqlSafe(APPLY.as_str()), args)
         .fetch_one(pool)
         .await?;
     Ok(applied as u64)

@@ -6,7 +6,6 @@
 //! ignores versions it already has.
 
 use std::{
-    collections::BTreeMap,
     sync::{
         Arc,
         atomic::{AtomicI64, Ordering},
@@ -15,18 +14,24 @@ use std::{
 };
 
 use govbus_core::{Catalog, time::now_micros};
-use govbus_kafka::{DEAD_LETTER_TOPIC, HeaderExtractor, KafkaSettings, RecordProducer};
-use govbus_store::{IngestedRecord, Showcase};
+use govbus_kafka::{DEAD_LETTER_TOPIC, KafkaSettings, RecordProducer};
+use govbus_store::{PreparedBatch, Showcase};
 use rdkafka::{
-    ClientContext, Message, Offset, TopicPartitionList,
+    ClientContext, Offset, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::KafkaError,
-    message::{BorrowedMessage, Header, OwnedHeaders},
+    message::{Header, OwnedHeaders},
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use govbus_security::RecordChecker;
+
+use crate::ingest_batch::{Checked, Consumed, Pending, check, consumed, drained};
+
+/// Batches whose checks may run ahead of the writer, besides the one it
+/// writes and the one the reader fills.
+const BATCHES_AHEAD: usize = 2;
 
 /// When the showcase last held everything the consumer could see on Kafka.
 #[derive(Debug, Default)]
@@ -83,29 +88,6 @@ impl ConsumerContext for IngestContext {
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
         }
     }
-}
-
-/// A batch checked by the reader, for the writer. An empty one (no records,
-/// no positions) only says when the consumer found nothing more to read.
-#[derive(Default)]
-struct Checked {
-    good: Vec<IngestedRecord>,
-    /// Records refused and already in the dead letters.
-    dead: usize,
-    /// Per partition, the offset after the batch's last message.
-    positions: BTreeMap<(String, i32), i64>,
-    /// When the consumer found nothing more after this batch.
-    drained_at: Option<i64>,
-    span: Option<tracing::Span>,
-}
-
-/// A message taken off Kafka, owned so the consumer can move on.
-struct Consumed {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    key: Vec<u8>,
-    payload: Vec<u8>,
 }
 
 pub struct Ingestor {
@@ -185,12 +167,14 @@ impl Ingestor {
 
     /// Consumes until `shutdown`; the batch under way is finished first.
     ///
-    /// Two stages joined by a queue of one batch: the reader takes batch
-    /// n+1 off Kafka and checks it (on the blocking pool) while the writer
-    /// stores batch n (on the database's connection). Batches are written,
-    /// and their offsets stored, in the order they were read.
+    /// The reader takes batches off Kafka and starts each one's checks (a
+    /// task on the blocking pool, `ingest_batch`); the writer awaits those
+    /// tasks in the order they were started, sends the refused records to
+    /// the dead letters, stores the rest (on the database's connection) and
+    /// then the batch's offsets. Up to `BATCHES_AHEAD` batches wait between
+    /// the two.
     pub async fn run(self, shutdown: CancellationToken) {
-        let (to_writer, mut queued) = tokio::sync::mpsc::channel::<Checked>(1);
+        let (to_writer, mut queued) = tokio::sync::mpsc::channel::<Pending>(BATCHES_AHEAD);
         let this = &self;
         let shutdown = &shutdown;
         let read = async move {
@@ -214,12 +198,11 @@ impl Ingestor {
         info!("ingest stopped");
     }
 
-    /// The first stage: batches off Kafka, checked, refused records sent to
-    /// the dead letters, then handed to the writer. Returns on shutdown, or
-    /// when the writer has stopped.
+    /// The first stage: batches off Kafka, handed to the writer with their
+    /// checks started. Returns on shutdown, or when the writer has stopped.
     async fn read(
         &self,
-        to_writer: tokio::sync::mpsc::Sender<Checked>,
+        to_writer: tokio::sync::mpsc::Sender<Pending>,
         shutdown: &CancellationToken,
     ) {
         loop {
@@ -231,11 +214,7 @@ impl Ingestor {
                 // Nothing arrived for a while: once the writer has stored
                 // what came before, the showcase holds all there is.
                 Err(_) => {
-                    let idle = Checked {
-                        drained_at: Some(now_micros()),
-                        ..Checked::default()
-                    };
-                    if to_writer.send(idle).await.is_err() {
+                    if to_writer.send(drained(now_micros())).await.is_err() {
                         return;
                     }
                     continue;
@@ -272,81 +251,50 @@ impl Ingestor {
             }
             span.record("records", batch.len());
             span.record("messaging.batch.message_count", batch.len());
-            let checked = self
-                .check(batch, drained_at, &span, shutdown)
-                .instrument(span.clone())
-                .await;
-            // None: shutdown came first; nothing of the batch is stored or
-            // acknowledged, so it is read again after the restart.
-            let Some(checked) = checked else { return };
-            if to_writer.send(checked).await.is_err() {
+            let pending = check(&self.checker, &self.showcase, batch, drained_at, span);
+            if to_writer.send(pending).await.is_err() {
                 return;
             }
         }
     }
 
-    /// Checks a batch and sends its refused records to the dead letters.
-    /// `None` when shutdown interrupted it.
-    async fn check(
-        &self,
-        batch: Vec<Consumed>,
-        drained_at: Option<i64>,
-        span: &tracing::Span,
-        shutdown: &CancellationToken,
-    ) -> Option<Checked> {
-        let now = now_micros();
-        let mut positions: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for message in &batch {
-            let next = positions
-                .entry((message.topic.clone(), message.partition))
-                .or_insert(message.offset + 1);
-            *next = (*next).max(message.offset + 1);
-        }
-        let mut good = Vec::with_capacity(batch.len());
-        let mut dead = Vec::new();
-        for (message, checked) in check_on_all_cores(&self.checker, batch).await? {
-            match checked {
-                Ok(record) => good.push(IngestedRecord {
-                    record,
-                    envelope: message.payload,
-                    topic: message.topic,
-                    partition: message.partition,
-                    offset: message.offset,
-                    ingested_at_us: now,
-                }),
-                Err(reason) => dead.push((message, reason)),
-            }
-        }
-        for (message, reason) in &dead {
-            if !self.dead_letter(message, reason, shutdown).await {
-                return None;
-            }
-        }
-        Some(Checked {
-            good,
-            dead: dead.len(),
-            positions,
-            drained_at,
-            span: Some(span.clone()),
-        })
-    }
-
-    /// The second stage: stores a checked batch in one transaction, then
-    /// its offsets. Returns false when shutdown interrupted it before its
+    /// The second stage: sends a checked batch's refused records to the
+    /// dead letters, stores the rest in one transaction, then its offsets. Returns false when shutdown interrupted it before its
     /// offsets were stored (it will be redelivered).
-    async fn write(&self, batch: Checked, shutdown: &CancellationToken) -> bool {
-        let Checked {
+    async fn write(&self, pending: Pending, shutdown: &CancellationToken) -> bool {
+        let checked = match pending.await {
+            Ok(checked) => checked,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => None,
+        };
+        // None: the runtime shut down first (see `Pending`).
+        let Some(Checked {
             good,
             dead,
             positions,
             drained_at,
             span,
-        } = batch;
-        if !good.is_empty() {
-            let span = span.unwrap_or_else(tracing::Span::none);
-            if !self.store(&good, dead, shutdown).instrument(span).await {
+        }) = checked
+        else {
+            return false;
+        };
+        let span = span.unwrap_or_else(tracing::Span::none);
+        for (message, reason) in &dead {
+            if !self
+                .dead_letter(message, reason, shutdown)
+                .instrument(span.clone())
+                .await
+            {
                 return false;
             }
+        }
+        if let Some(good) = good
+            && !self
+                .store(&good, dead.len(), shutdown)
+                .instrument(span)
+                .await
+        {
+            return false;
         }
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), next) in &positions {
@@ -369,15 +317,10 @@ impl Ingestor {
 
     /// Applies records to the showcase, retrying until the database takes
     /// them. Returns false if shutdown came first.
-    async fn store(
-        &self,
-        good: &[IngestedRecord],
-        dead: usize,
-        shutdown: &CancellationToken,
-    ) -> bool {
+    async fn store(&self, good: &PreparedBatch, dead: usize, shutdown: &CancellationToken) -> bool {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.showcase.apply(good).await {
+            match self.showcase.apply_prepared(good).await {
                 Ok(stats) => {
                     metrics::counter!("govbus_records_ingested_total", "outcome" => "applied")
                         .increment(stats.applied);
@@ -457,72 +400,5 @@ impl Ingestor {
                 }
             }
         }
-    }
-}
-
-/// Checks a batch (signature verification is most of the broker's ingest
-/// CPU) in
-/// slices on the blocking pool, one per core, so that it neither holds a
-/// Tokio worker nor leaves the other cores idle. Results are in batch order.
-async fn check_on_all_cores(
-    checker: &RecordChecker,
-    batch: Vec<Consumed>,
-) -> Option<Vec<(Consumed, Result<govbus_proto::v1::Record, String>)>> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per_slice = batch.len().div_ceil(cores).max(1);
-    let mut slices = Vec::new();
-    let mut rest = batch;
-    while !rest.is_empty() {
-        let tail = rest.split_off(per_slice.min(rest.len()));
-        slices.push(std::mem::replace(&mut rest, tail));
-    }
-    let tasks: Vec<_> = slices
-        .into_iter()
-        .map(|slice| {
-            let checker = checker.clone();
-            tokio::task::spawn_blocking(move || {
-                slice
-                    .into_iter()
-                    .map(|m| {
-                        let checked = checker.check(&m.topic, &m.key, &m.payload);
-                        (m, checked)
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let mut checked = Vec::new();
-    for task in tasks {
-        match task.await {
-            Ok(slice) => checked.extend(slice),
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // The runtime is shutting down: nothing of the batch is stored
-            // or acknowledged, so it is read again after the restart.
-            Err(_) => return None,
-        }
-    }
-    Some(checked)
-}
-
-/// Copies a message out of the consumer, linking the batch span to the
-/// trace that published it.
-fn consumed(message: &BorrowedMessage<'_>, batch_span: &tracing::Span) -> Consumed {
-    if let Some(headers) = message.headers()
-        && let Some(trace_id) = govbus_telemetry::link_from(batch_span, &HeaderExtractor(headers))
-    {
-        debug!(
-            topic = message.topic(),
-            partition = message.partition(),
-            offset = message.offset(),
-            trace_id,
-            "consumed"
-        );
-    }
-    Consumed {
-        topic: message.topic().to_string(),
-        partition: message.partition(),
-        offset: message.offset(),
-        key: message.key().unwrap_or_default().to_vec(),
-        payload: message.payload().unwrap_or_default().to_vec(),
     }
 }

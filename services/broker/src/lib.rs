@@ -8,6 +8,7 @@ mod config;
 mod consent;
 mod evidence;
 mod ingest;
+mod ingest_batch;
 mod replay;
 
 use std::{net::SocketAddr, sync::Arc};

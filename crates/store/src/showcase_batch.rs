@@ -1,0 +1,224 @@
+//! A batch of ingested records made ready for the showcase, and writing it.
+//!
+//! Preparing — ordering the batch, picking the version of each record that
+//! may become current, encoding every value for the driver — needs no
+//! database. The broker's ingest prepares batch n+1 on the blocking pool
+//! while its one writer stores batch n, so the writer's turn is only the
+//! statement: the writer is the ingest's slower stage, and this CPU work
+//! was about a third of its time (docs/PROFILING.md, session 15).
+
+use std::collections::HashMap;
+
+use sqlx::{
+    Arguments as _, Row as _,
+    postgres::PgArguments,
+    sqlite::{Sqlite, SqliteArguments},
+};
+
+use crate::{Backend, Database, IngestedRecord, StoreError, showcase::Table, showcase_arrays};
+
+/// A batch ready to be written by [`crate::Showcase::apply_prepared`];
+/// cheap to clone (a write that failed is tried again with a clone).
+#[derive(Debug, Clone)]
+pub struct PreparedBatch {
+    records: usize,
+    statement: Statement,
+}
+
+#[derive(Debug, Clone)]
+enum Statement {
+    /// SQLite: one text of several statements (see `apply_sqlite`).
+    Sqlite { sql: String, args: SqliteArguments },
+    /// PostgreSQL: one statement over column arrays (`showcase_arrays`).
+    Postgres(PgArguments),
+    /// A value the driver could not encode: applying fails with this.
+    Unencodable(String),
+}
+
+/// Rows per statement of a multi-row INSERT (SQLite; PostgreSQL binds a
+/// whole batch as arrays): 12 parameters each, well under SQLite's limit.
+const ROWS_PER_STATEMENT: usize = 500;
+
+impl PreparedBatch {
+    /// Orders `batch` (a stable order of row locks across concurrent
+    /// writers — replicas during a rebalance — in both tables), picks the
+    /// newest version of each record in it for the current table (one
+    /// upsert may touch a row once only: PostgreSQL refuses more; every
+    /// version goes to the history), and encodes the statement's values.
+    pub(crate) fn new(backend: Backend, batch: &[IngestedRecord]) -> Self {
+        fn record(r: &IngestedRecord) -> (&str, &str, &str) {
+            let r = &r.record;
+            (&r.record_type, &r.subject_id, &r.record_key)
+        }
+        fn key(r: &IngestedRecord) -> ((&str, &str, &str), u64) {
+            (record(r), r.record.version)
+        }
+        let mut newest: HashMap<(&str, &str, &str), &IngestedRecord> =
+            HashMap::with_capacity(batch.len());
+        for item in batch {
+            let slot = newest.entry(record(item)).or_insert(item);
+            if item.record.version > slot.record.version {
+                *slot = item;
+            }
+        }
+        let mut all: Vec<&IngestedRecord> = batch.iter().collect();
+        all.sort_by(|a, b| key(a).cmp(&key(b)));
+        let statement = match backend {
+            Backend::Postgres => {
+                let is_newest: Vec<bool> = all
+                    .iter()
+                    .map(|item| std::ptr::eq(newest[&record(item)], *item))
+                    .collect();
+                showcase_arrays::arguments(&all, &is_newest).map(Statement::Postgres)
+            }
+            Backend::Sqlite => {
+                let mut current: Vec<&IngestedRecord> = newest.into_values().collect();
+                current.sort_by(|a, b| key(a).cmp(&key(b)));
+                sqlite_statement(&current, &all)
+            }
+        };
+        Self {
+            records: batch.len(),
+            statement: statement.unwrap_or_else(|e| Statement::Unencodable(e.to_string())),
+        }
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.records
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Writes the batch in one transaction; returns the rows that became
+    /// current.
+    pub(crate) async fn write(&self, db: &Database) -> Result<u64, StoreError> {
+        match &self.statement {
+            Statement::Sqlite { sql, args } => apply_sqlite(db, sql, args.clone()).await,
+            Statement::Postgres(args) => match db.native_postgres() {
+                Some(pool) => showcase_arrays::apply(pool, args.clone()).await,
+                None => Err(wrong_backend()),
+            },
+            Statement::Unencodable(message) => {
+                Err(sqlx::Error::Encode(message.clone().into()).into())
+            }
+        }
+    }
+}
+
+fn wrong_backend() -> StoreError {
+    sqlx::Error::Configuration("a batch prepared for another backend".into()).into()
+}
+
+/// SQLite: a batch in one hand-off to SQLite's thread — BEGIN, the
+/// upserts of the current table, the history, COMMIT as one text of several
+/// statements (sqlx binds anonymous parameters across them in order), with
+/// the changes counted before and after the upserts.
+/// As four hand-offs (BEGIN, two INSERTs, COMMIT) each waited for SQLite's
+/// thread to be scheduled on a busy machine: BEGIN alone was 11 % of the
+/// ingest writer's time (docs/PROFILING.md).
+fn sqlite_statement(
+    current: &[&IngestedRecord],
+    all: &[&IngestedRecord],
+) -> Result<Statement, sqlx::error::BoxDynError> {
+    let mut sql = String::from("BEGIN IMMEDIATE; SELECT total_changes(); ");
+    for chunk in current.chunks(ROWS_PER_STATEMENT) {
+        sql += &Table::Current.insert_sql(Backend::Sqlite, chunk.len());
+        sql += "; ";
+    }
+    sql += "SELECT total_changes(); ";
+    for chunk in all.chunks(ROWS_PER_STATEMENT) {
+        sql += &Table::History.insert_sql(Backend::Sqlite, chunk.len());
+        sql += "; ";
+    }
+    sql += "COMMIT";
+    let mut args = SqliteArguments::default();
+    args.reserve(
+        current.len() * Table::Current.width() + all.len() * Table::History.width(),
+        0,
+    );
+    bind_rows(&mut args, Table::Current, current)?;
+    bind_rows(&mut args, Table::History, all)?;
+    Ok(Statement::Sqlite { sql, args })
+}
+
+/// Adds the columns of `table` for each of `rows`, in order.
+fn bind_rows(
+    args: &mut SqliteArguments,
+    table: Table,
+    rows: &[&IngestedRecord],
+) -> Result<(), sqlx::error::BoxDynError> {
+    for item in rows {
+        let r = &item.record;
+        args.add(r.record_type.as_str())?;
+        args.add(r.subject_id.as_str())?;
+        args.add(r.record_key.as_str())?;
+        args.add(r.version as i64)?;
+        args.add(r.record_id.as_str())?;
+        args.add(i64::from(r.status))?;
+        args.add(r.content_hash.as_slice())?;
+        args.add(item.topic.as_str())?;
+        args.add(i64::from(item.partition))?;
+        args.add(item.offset)?;
+        args.add(item.ingested_at_us)?;
+        if table == Table::History {
+            args.add(item.envelope.as_slice())?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a prepared SQLite text in this process's write turn, on the native
+/// driver (`Any` would copy every value once more). Returns the rows of the
+/// current table inserted or updated.
+async fn apply_sqlite(db: &Database, sql: &str, args: SqliteArguments) -> Result<u64, StoreError> {
+    let pool = db.native_sqlite().ok_or_else(wrong_backend)?;
+    let query = sqlx::query_with::<Sqlite, _>(sqlx::AssertSqlSafe(sql.to_owned()), args);
+    let _turn = db.write_turn().await;
+    let mut conn = Unfinished(Some(pool.acquire().await?));
+    let counts = match query.fetch_all(conn.get()).await {
+        Ok(counts) => {
+            conn.finished();
+            counts
+        }
+        Err(e) => {
+            // Whatever ran of the batch is undone; a connection that cannot
+            // say so is closed rather than handed to the next caller.
+            if sqlx::query("ROLLBACK").execute(conn.get()).await.is_ok() {
+                conn.finished();
+            }
+            return Err(e.into());
+        }
+    };
+    let count = |i: usize| -> Result<i64, StoreError> {
+        let row = counts.get(i).ok_or(sqlx::Error::RowNotFound)?;
+        Ok(row.try_get(0)?)
+    };
+    Ok((count(1)? - count(0)?) as u64)
+}
+
+/// A pooled connection running a text that opens a transaction: dropped
+/// before `finished` (the caller cancelled, or the rollback failed), it is
+/// closed instead of pooled, so no one inherits an open transaction.
+struct Unfinished(Option<sqlx::pool::PoolConnection<Sqlite>>);
+
+impl Unfinished {
+    fn get(&mut self) -> &mut sqlx::SqliteConnection {
+        self.0.as_mut().expect("connection held until finished")
+    }
+
+    /// The text ran to its end (or was rolled back): back to the pool.
+    fn finished(&mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.as_mut() {
+            conn.close_on_drop();
+        }
+    }
+}
