@@ -105,6 +105,9 @@ fn plaintext_as(identity: &str) -> Option<PlaintextSettings> {
     })
 }
 
+/// Runs of the raw rdkafka baseline; the fastest is the baseline.
+const RAW_RUNS: usize = 3;
+
 /// No rate limit can be the bottleneck of a benchmark.
 const UNLIMITED: RateLimitSettings = RateLimitSettings {
     per_second: 100_000_000,
@@ -275,11 +278,21 @@ impl Bench {
             signatures.cores
         );
         step(&format!(
-            "ingest: raw rdkafka, {} records produced and consumed",
+            "ingest: raw rdkafka, {} records produced and consumed, {RAW_RUNS} times",
             shape.records
         ));
-        let raw = ingest::through_raw_rdkafka(&bus.kafka(), &signer, shape).await?;
-        println!("   {:.0} records/s", raw.per_second());
+        let mut raw_runs = Vec::with_capacity(RAW_RUNS);
+        for _ in 0..RAW_RUNS {
+            let run = ingest::through_raw_rdkafka(&bus.kafka(), &signer, shape).await?;
+            println!("   {:.0} records/s", run.per_second());
+            raw_runs.push(run);
+        }
+        // The fastest run is the nearest to what the machine's Kafka path
+        // can do; single runs of under a second vary by up to 2× here.
+        let raw = *raw_runs
+            .iter()
+            .max_by(|a, b| a.per_second().total_cmp(&b.per_second()))
+            .context("no raw run")?;
 
         let db = "ingest.db";
         let (broker, broker_target) = self.broker(&bus, db, false, 1).await;
@@ -340,6 +353,10 @@ impl Bench {
         report.ingest = Some(IngestResult {
             govbus,
             raw,
+            raw_runs: raw_runs
+                .iter()
+                .map(ingest::Throughput::per_second)
+                .collect(),
             signatures,
             envelope_bytes: seed::signed_births(&signer, 0..shape.batch, shape.batch)?[0]
                 .encoded_len(),
