@@ -158,7 +158,7 @@ impl Bench {
         .await?;
         let seconds = started.elapsed().as_secs_f64();
         let (database_bytes, table_bytes) = seed::footprint(&showcase).await?;
-        showcase.database().pool.close().await;
+        showcase.database().close().await;
         Ok(Seeded {
             seconds,
             database_bytes,
@@ -347,7 +347,7 @@ impl Bench {
             freshness.value_at_quantile(0.5) as f64 / 1000.0,
             freshness.value_at_quantile(0.99) as f64 / 1000.0
         );
-        showcase.database().pool.close().await;
+        showcase.database().close().await;
         adapter.stop().await;
         broker.stop().await;
         report.ingest = Some(IngestResult {

@@ -107,7 +107,7 @@ async fn lists_each_scope_across_pages(url: &str) {
     };
     migrations.run_to(6, &db.pool).await.expect("old schema");
     append(&AuditLog::new(db.clone()), &ENTRIES[..BEFORE_0007]).await;
-    db.pool.close().await;
+    db.close().await;
 
     let log = AuditLog::open(url).await.expect("migrated");
     append(&log, &ENTRIES[BEFORE_0007..]).await;

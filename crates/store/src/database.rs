@@ -272,6 +272,18 @@ impl Database {
         self.native_postgres.as_ref()
     }
 
+    /// Closes every pool of this database (the native ones too), waiting
+    /// for connections in use to be given back.
+    pub async fn close(&self) {
+        self.pool.close().await;
+        if let Some(pool) = &self.native_postgres {
+            pool.close().await;
+        }
+        if let Some(pool) = &self.native_sqlite {
+            pool.close().await;
+        }
+    }
+
     /// The native SQLite pool of this database; `None` on PostgreSQL.
     pub(crate) fn native_sqlite(&self) -> Option<&sqlx::SqlitePool> {
         self.native_sqlite.as_ref()

@@ -55,7 +55,7 @@ async fn upgrade_keeps_every_current_record(url: &str) {
                 .expect("old row");
         }
     }
-    db.pool.close().await;
+    db.close().await;
 
     let showcase = Showcase::open(url).await.expect("migrated");
     let reads = showcase.database().pool.clone();

@@ -109,7 +109,7 @@ impl InboxWriter {
                 _ = tokio::time::sleep(pause) => {}
             }
         }
-        self.db.pool.close().await;
+        self.db.close().await;
         info!(table = self.config.table, "inbox stopped");
     }
 

@@ -60,7 +60,7 @@ impl InteriorSystem {
                 _ = tokio::time::sleep(pause) => {}
             }
         }
-        self.db.pool.close().await;
+        self.db.close().await;
     }
 
     /// One batch of inbox rows; returns how many were read. The surname

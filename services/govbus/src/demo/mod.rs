@@ -353,7 +353,7 @@ pub async fn seed_outbox(url: &str, rows: &[OutboxRow]) -> Result<()> {
         .await?;
     }
     tx.commit().await?;
-    db.pool.close().await;
+    db.close().await;
     Ok(())
 }
 
