@@ -7,7 +7,7 @@
 //! statement: the writer is the ingest's slower stage, and this CPU work
 //! was about a third of its time (docs/PROFILING.md, session 15).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use sqlx::{
     Arguments as _, Row as _,
@@ -28,7 +28,11 @@ pub struct PreparedBatch {
 #[derive(Debug, Clone)]
 enum Statement {
     /// SQLite: one text of several statements (see `apply_sqlite`).
-    Sqlite { sql: String, args: SqliteArguments },
+    Sqlite {
+        /// Shared: the writer hands it to sqlx on every try without a copy.
+        sql: Arc<str>,
+        args: SqliteArguments,
+    },
     /// PostgreSQL: one statement over column arrays (`showcase_arrays`).
     Postgres(PgArguments),
     /// A value the driver could not encode: applying fails with this.
@@ -63,17 +67,21 @@ impl PreparedBatch {
         }
         let mut all: Vec<&IngestedRecord> = batch.iter().collect();
         all.sort_by(|a, b| key(a).cmp(&key(b)));
+        let is_newest: Vec<bool> = all
+            .iter()
+            .map(|item| std::ptr::eq(newest[&record(item)], *item))
+            .collect();
         let statement = match backend {
             Backend::Postgres => {
-                let is_newest: Vec<bool> = all
-                    .iter()
-                    .map(|item| std::ptr::eq(newest[&record(item)], *item))
-                    .collect();
                 showcase_arrays::arguments(&all, &is_newest).map(Statement::Postgres)
             }
             Backend::Sqlite => {
-                let mut current: Vec<&IngestedRecord> = newest.into_values().collect();
-                current.sort_by(|a, b| key(a).cmp(&key(b)));
+                // In key order, as `all` is.
+                let current: Vec<&IngestedRecord> = all
+                    .iter()
+                    .zip(&is_newest)
+                    .filter_map(|(item, &newest)| newest.then_some(*item))
+                    .collect();
                 sqlite_statement(&current, &all)
             }
         };
@@ -96,7 +104,7 @@ impl PreparedBatch {
     /// current.
     pub(crate) async fn write(&self, db: &Database) -> Result<u64, StoreError> {
         match &self.statement {
-            Statement::Sqlite { sql, args } => apply_sqlite(db, sql, args.clone()).await,
+            Statement::Sqlite { sql, args } => apply_sqlite(db, sql.clone(), args.clone()).await,
             Statement::Postgres(args) => match db.native_postgres() {
                 Some(pool) => showcase_arrays::apply(pool, args.clone()).await,
                 None => Err(wrong_backend()),
@@ -141,7 +149,10 @@ fn sqlite_statement(
     );
     bind_rows(&mut args, Table::Current, current)?;
     bind_rows(&mut args, Table::History, all)?;
-    Ok(Statement::Sqlite { sql, args })
+    Ok(Statement::Sqlite {
+        sql: sql.into(),
+        args,
+    })
 }
 
 /// Adds the columns of `table` for each of `rows`, in order.
@@ -173,9 +184,13 @@ fn bind_rows(
 /// Runs a prepared SQLite text in this process's write turn, on the native
 /// driver (`Any` would copy every value once more). Returns the rows of the
 /// current table inserted or updated.
-async fn apply_sqlite(db: &Database, sql: &str, args: SqliteArguments) -> Result<u64, StoreError> {
+async fn apply_sqlite(
+    db: &Database,
+    sql: Arc<str>,
+    args: SqliteArguments,
+) -> Result<u64, StoreError> {
     let pool = db.native_sqlite().ok_or_else(wrong_backend)?;
-    let query = sqlx::query_with::<Sqlite, _>(sqlx::AssertSqlSafe(sql.to_owned()), args);
+    let query = sqlx::query_with::<Sqlite, _>(sqlx::AssertSqlSafe(sql), args);
     let _turn = db.write_turn().await;
     let mut conn = Unfinished(Some(pool.acquire().await?));
     let counts = match query.fetch_all(conn.get()).await {
