@@ -33,6 +33,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Type names let callers pack payloads into `Any` without spelling them.
     let mut config = tonic_prost_build::Config::new();
     config.enable_type_names();
+    // Maps as `BTreeMap`: a record's field salts (one entry per payload
+    // field) decode into one node instead of a hash table and an entry
+    // each — the broker decodes every ingested record — and encode in one
+    // order, so an envelope's bytes no longer depend on a hash seed.
+    config.btree_map(["."]);
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

@@ -209,7 +209,7 @@ pub fn minimise(record: &mut Record, keep: &[u32]) -> Result<(), SigningInputErr
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::collections::BTreeMap;
 
     use govbus_proto::v1::{FieldDigest, RecordSignature, SigningInput};
     use prost::Message;
@@ -266,7 +266,7 @@ mod tests {
         .encode_to_vec())
     }
 
-    fn salts(numbers: &[u32]) -> HashMap<u32, Vec<u8>> {
+    fn salts(numbers: &[u32]) -> BTreeMap<u32, Vec<u8>> {
         numbers.iter().map(|&n| (n, vec![n as u8; 16])).collect()
     }
 
@@ -302,7 +302,7 @@ mod tests {
                 signed_at: Some(at(1_700_000_001)),
                 signature: vec![1; 64],
                 field_salts: salts(&[1, 2, 200]),
-                withheld_field_digests: HashMap::new(),
+                withheld_field_digests: BTreeMap::new(),
                 batch: Some(govbus_proto::v1::BatchInclusion {
                     root: vec![3; 32],
                     tree_size: 250,
@@ -329,7 +329,7 @@ mod tests {
         // Withheld digests prost would encode oddly: field number 0, empty.
         let mut odd = full();
         let signature = odd.signature.as_mut().unwrap();
-        signature.withheld_field_digests = HashMap::from([(0, vec![5; 32]), (9, Vec::new())]);
+        signature.withheld_field_digests = BTreeMap::from([(0, vec![5; 32]), (9, Vec::new())]);
         cases.push(odd);
         // A payload with no fields; a long one (multi-byte lengths).
         let mut empty = full();

@@ -2,7 +2,7 @@
 //! the Merkle root of a batch of `govbus.v1.SigningInput` hashes (see
 //! `batch`); verification needs only the record and the bus CA certificate.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use govbus_core::{SigningInputError, content_hash, signing_input, time::now_timestamp};
 use govbus_proto::v1::{Record, RecordSignature};
@@ -156,10 +156,11 @@ impl Signer {
         }
         let signed_at = now_timestamp();
         let mut salts = self.salts(records)?.into_iter();
+        let signer = self.identity.to_string();
         for record in records.iter_mut() {
             let field_salts = salts.next().unwrap_or_default();
             record.signature = Some(RecordSignature {
-                signer: self.identity.to_string(),
+                signer: signer.clone(),
                 key_id: self.key_id.clone(),
                 certificate: self.certificate.clone(),
                 signed_at: Some(signed_at),
@@ -187,7 +188,7 @@ impl Signer {
 
     /// A random salt for each payload field of each record, all drawn in
     /// one call (each call is a getrandom syscall).
-    fn salts(&self, records: &[Record]) -> Result<Vec<HashMap<u32, Vec<u8>>>, SignError> {
+    fn salts(&self, records: &[Record]) -> Result<Vec<BTreeMap<u32, Vec<u8>>>, SignError> {
         let numbers = records
             .iter()
             .map(|record| match &record.payload {
