@@ -55,7 +55,9 @@ impl RecordChecker {
             .verifier
             .verify(&record)
             .map_err(|e| format!("signature: {e}"))?;
-        if verified.signer.to_string() != spec.owner {
+        // The verifier held `signer` to the certificate's identity.
+        let signer = record.signature.as_ref().map(|s| s.signer.as_str());
+        if signer != Some(spec.owner.as_str()) {
             return Err(format!(
                 "signed by {}, which does not own {} (owner: {})",
                 verified.signer, spec.name, spec.owner

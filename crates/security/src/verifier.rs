@@ -7,10 +7,13 @@
 //! signing time, signer, key id, content hash, place in its batch) is still
 //! checked every time.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use govbus_core::{content_hash, signing_input, time::timestamp_to_micros};
-use govbus_proto::v1::Record;
+use govbus_proto::v1::{BatchInclusion, Record};
 use ring::signature::{ED25519, UnparsedPublicKey};
 
 use crate::{Identity, Verified, VerifyError, batch, key_id, signing::parse_issued};
@@ -19,10 +22,12 @@ use crate::{Identity, Verified, VerifyError, batch, key_id, signing::parse_issue
 /// starts again empty.
 const CACHE_CAPACITY: usize = 4096;
 
-/// A signer certificate that the CA issued, reduced to what verification needs.
-#[derive(Debug, Clone)]
+/// A signer certificate that the CA issued, reduced to what verification
+/// needs; shared, not copied, by every record it signed.
+#[derive(Debug)]
 struct IssuedCertificate {
-    identity: Result<Identity, VerifyError>,
+    /// The identity, and as records spell it in `RecordSignature.signer`.
+    identity: Result<(Identity, String), VerifyError>,
     key_id: String,
     public_key: Vec<u8>,
     /// Seconds since the epoch; the certificate's window narrowed by the CA's.
@@ -34,16 +39,18 @@ struct IssuedCertificate {
 #[derive(Debug)]
 pub struct Verifier {
     ca_der: Vec<u8>,
-    issued: Mutex<HashMap<Vec<u8>, IssuedCertificate>>,
+    issued: Mutex<HashMap<Vec<u8>, Arc<IssuedCertificate>>>,
     /// Batch signatures that held, by signature.
     batches: Mutex<HashMap<Vec<u8>, CheckedBatch>>,
 }
 
-/// What a batch signature was checked against.
+/// What a batch signature was checked against: the key, and the root and
+/// size its message (`batch::signed_message`) is made of.
 #[derive(Debug)]
 struct CheckedBatch {
     public_key: Vec<u8>,
-    message: Vec<u8>,
+    root: Vec<u8>,
+    tree_size: u64,
 }
 
 impl Verifier {
@@ -59,7 +66,7 @@ impl Verifier {
         &self.ca_der
     }
 
-    fn issued(&self, certificate: &[u8]) -> Result<IssuedCertificate, VerifyError> {
+    fn issued(&self, certificate: &[u8]) -> Result<Arc<IssuedCertificate>, VerifyError> {
         if let Some(known) = self
             .issued
             .lock()
@@ -69,13 +76,18 @@ impl Verifier {
             return Ok(known);
         }
         let (cert, (not_before, not_after)) = parse_issued(certificate, &self.ca_der)?;
-        let issued = IssuedCertificate {
-            identity: Identity::from_certificate(certificate).map_err(|_| VerifyError::NoIdentity),
+        let issued = Arc::new(IssuedCertificate {
+            identity: Identity::from_certificate(certificate)
+                .map(|identity| {
+                    let text = identity.to_string();
+                    (identity, text)
+                })
+                .map_err(|_| VerifyError::NoIdentity),
             key_id: key_id(cert.public_key().raw),
             public_key: cert.public_key().subject_public_key.data.to_vec(),
             not_before,
             not_after,
-        };
+        });
         if let Ok(mut cache) = self.issued.lock() {
             if cache.len() >= CACHE_CAPACITY {
                 cache.clear();
@@ -102,11 +114,11 @@ impl Verifier {
         if signed_at < issued.not_before || signed_at > issued.not_after {
             return Err(VerifyError::NotValidAtSigning);
         }
-        let actual = issued.identity?;
-        if actual.to_string() != signature.signer {
+        let (actual, actual_text) = issued.identity.as_ref().map_err(Clone::clone)?;
+        if *actual_text != signature.signer {
             return Err(VerifyError::SignerMismatch {
                 claimed: signature.signer.clone(),
-                actual: actual.to_string(),
+                actual: actual_text.clone(),
             });
         }
         if issued.key_id != signature.key_id {
@@ -123,16 +135,12 @@ impl Verifier {
                 if !batch::includes(inclusion, &record.content_hash) {
                     return Err(VerifyError::NotInBatch);
                 }
-                self.check_batch_signature(
-                    &issued.public_key,
-                    batch::signed_message(inclusion),
-                    &signature.signature,
-                )?;
+                self.check_batch_signature(&issued.public_key, inclusion, &signature.signature)?;
             }
         }
         Ok(Verified {
-            signer: actual,
-            key_id: issued.key_id,
+            signer: actual.clone(),
+            key_id: issued.key_id.clone(),
         })
     }
 
@@ -142,26 +150,29 @@ impl Verifier {
     fn check_batch_signature(
         &self,
         public_key: &[u8],
-        message: Vec<u8>,
+        inclusion: &BatchInclusion,
         signature: &[u8],
     ) -> Result<(), VerifyError> {
-        // Compared in place: this runs for every ingested record.
+        // Compared in place, nothing built: this runs for every ingested record.
         let known = self.batches.lock().ok().is_some_and(|cache| {
             cache.get(signature).is_some_and(|checked| {
-                checked.public_key == public_key && checked.message == message
+                checked.public_key == public_key
+                    && checked.root == inclusion.root
+                    && checked.tree_size == inclusion.tree_size
             })
         });
         if known {
             return Ok(());
         }
-        check_signature(public_key, &message, signature)?;
+        check_signature(public_key, &batch::signed_message(inclusion), signature)?;
         if let Ok(mut cache) = self.batches.lock() {
             if cache.len() >= CACHE_CAPACITY {
                 cache.clear();
             }
             let checked = CheckedBatch {
                 public_key: public_key.to_vec(),
-                message,
+                root: inclusion.root.clone(),
+                tree_size: inclusion.tree_size,
             };
             cache.insert(signature.to_vec(), checked);
         }
