@@ -27,7 +27,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use govbus_security::RecordChecker;
 
-use crate::ingest_batch::{Checked, Consumed, Pending, check, consumed, drained};
+use crate::ingest_batch::{BatchLinks, Checked, Consumed, Pending, check, consumed, drained};
 
 /// Batches whose checks may run ahead of the writer, besides the one it
 /// writes and the one the reader fills.
@@ -235,13 +235,14 @@ impl Ingestor {
                 messaging.batch.message_count = tracing::field::Empty,
                 records = tracing::field::Empty
             );
-            let mut batch = vec![consumed(&first, &span)];
+            let mut links = BatchLinks::new(span);
+            let mut batch = vec![consumed(&first, &mut links)];
             drop(first);
             let mut drained_at = None;
             let deadline = tokio::time::Instant::now() + self.batch_wait;
             while batch.len() < self.batch_max {
                 match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                    Ok(Ok(m)) => batch.push(consumed(&m, &span)),
+                    Ok(Ok(m)) => batch.push(consumed(&m, &mut links)),
                     Ok(Err(e)) => warn!(error = %e, "kafka consumer error"),
                     Err(_) => {
                         drained_at = Some(now_micros());
@@ -249,6 +250,7 @@ impl Ingestor {
                     }
                 }
             }
+            let span = links.into_span();
             span.record("records", batch.len());
             span.record("messaging.batch.message_count", batch.len());
             let pending = check(&self.checker, &self.showcase, batch, drained_at, span);

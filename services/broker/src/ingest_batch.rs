@@ -12,10 +12,13 @@
 use std::collections::BTreeMap;
 
 use govbus_core::time::now_micros;
-use govbus_kafka::HeaderExtractor;
+use govbus_kafka::{HeaderExtractor, TRACEPARENT};
 use govbus_security::RecordChecker;
 use govbus_store::{IngestedRecord, PreparedBatch, Showcase};
-use rdkafka::{Message, message::BorrowedMessage};
+use rdkafka::{
+    Message,
+    message::{BorrowedHeaders, BorrowedMessage, Headers},
+};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug};
 
@@ -28,11 +31,51 @@ pub(crate) struct Consumed {
     pub payload: Vec<u8>,
 }
 
+/// The traces a batch's messages were published in, each linked to the
+/// batch span once: one publish call puts its trace context on every record
+/// it sends (hundreds), and extracting and linking it per message was ~1 %
+/// of the ingest's CPU (docs/PROFILING.md) for links that said the same.
+pub(crate) struct BatchLinks {
+    span: tracing::Span,
+    /// Each `traceparent` header seen in this batch, with its trace id.
+    seen: Vec<(Vec<u8>, String)>,
+}
+
+impl BatchLinks {
+    pub fn new(span: tracing::Span) -> Self {
+        Self {
+            span,
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn into_span(self) -> tracing::Span {
+        self.span
+    }
+
+    /// The trace id in `headers`, linked to the batch span the first time.
+    fn trace_id(&mut self, headers: &BorrowedHeaders) -> Option<&str> {
+        let traceparent = headers
+            .iter()
+            .find(|h| h.key.eq_ignore_ascii_case(TRACEPARENT))?
+            .value?;
+        let at = match self.seen.iter().position(|(seen, _)| seen == traceparent) {
+            Some(at) => at,
+            None => {
+                let trace_id = govbus_telemetry::link_from(&self.span, &HeaderExtractor(headers))?;
+                self.seen.push((traceparent.to_vec(), trace_id));
+                self.seen.len() - 1
+            }
+        };
+        Some(&self.seen[at].1)
+    }
+}
+
 /// Copies a message out of the consumer, linking the batch span to the
 /// trace that published it.
-pub(crate) fn consumed(message: &BorrowedMessage<'_>, batch_span: &tracing::Span) -> Consumed {
+pub(crate) fn consumed(message: &BorrowedMessage<'_>, links: &mut BatchLinks) -> Consumed {
     if let Some(headers) = message.headers()
-        && let Some(trace_id) = govbus_telemetry::link_from(batch_span, &HeaderExtractor(headers))
+        && let Some(trace_id) = links.trace_id(headers)
     {
         debug!(
             topic = message.topic(),
@@ -184,5 +227,39 @@ fn on_blocking_pool<T: Send + 'static>(
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::{Header, OwnedHeaders};
+
+    use super::*;
+
+    fn traceparent(trace: u8, span: u8) -> OwnedHeaders {
+        let value = format!("00-{:032x}-{:016x}-01", u128::from(trace), u64::from(span));
+        OwnedHeaders::new().insert(Header {
+            key: TRACEPARENT,
+            value: Some(value.as_bytes()),
+        })
+    }
+
+    #[test]
+    fn a_batch_links_each_publishing_trace_once() {
+        let mut links = BatchLinks::new(tracing::Span::none());
+        let (first, second) = (traceparent(1, 1), traceparent(2, 7));
+        for headers in [&first, &first, &second, &first, &second] {
+            assert!(links.trace_id(headers.as_borrowed()).is_some());
+        }
+        let ids: Vec<&str> = links.seen.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(ids, [format!("{:032x}", 1), format!("{:032x}", 2)]);
+        assert_eq!(
+            links.trace_id(first.as_borrowed()),
+            Some(format!("{:032x}", 1).as_str())
+        );
+        // No trace context, or an invalid one: nothing to link.
+        assert_eq!(links.trace_id(OwnedHeaders::new().as_borrowed()), None);
+        assert_eq!(links.trace_id(traceparent(0, 0).as_borrowed()), None);
+        assert_eq!(links.seen.len(), 2);
     }
 }
