@@ -25,7 +25,7 @@ use rdkafka::{
 };
 use tonic::transport::Channel;
 
-use crate::{query, seed};
+use crate::{load::process_cpu, query, seed};
 
 #[derive(Debug, Clone, Copy)]
 pub struct IngestShape {
@@ -41,11 +41,20 @@ pub struct Throughput {
     pub elapsed: Duration,
     /// When the adapter had acknowledged the last record (govbus only).
     pub published: Option<Duration>,
+    /// CPU time of this process meanwhile, all threads (publishers, adapter,
+    /// mock cluster, broker, SQLite; not a PostgreSQL server's).
+    pub cpu: Duration,
 }
 
 impl Throughput {
     pub fn per_second(&self) -> f64 {
         self.records as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// CPU per record: steadier between runs than records/s, which moves
+    /// with whatever else the machine's two cores do meanwhile.
+    pub fn cpu_us_per_record(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.records.max(1) as f64
     }
 }
 
@@ -233,7 +242,7 @@ pub async fn through_govbus(
     first: u64,
     shape: IngestShape,
 ) -> anyhow::Result<Throughput> {
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), process_cpu());
     let per_publisher = shape.records.div_ceil(shape.publishers);
     let mut tasks = Vec::new();
     for p in 0..shape.publishers {
@@ -267,6 +276,7 @@ pub async fn through_govbus(
         records: shape.records,
         elapsed: started.elapsed(),
         published: Some(published),
+        cpu: process_cpu().saturating_sub(cpu_before),
     })
 }
 
@@ -310,7 +320,7 @@ pub async fn through_raw_rdkafka(
     consumer.subscribe(&[&topic])?;
     tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await??;
 
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), process_cpu());
     let consuming = tokio::spawn(async move {
         let mut seen = 0u64;
         while seen < shape.records {
@@ -334,6 +344,7 @@ pub async fn through_raw_rdkafka(
         records: shape.records,
         elapsed: started.elapsed(),
         published: None,
+        cpu: process_cpu().saturating_sub(cpu_before),
     })
 }
 

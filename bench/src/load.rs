@@ -65,7 +65,7 @@ impl LoadResult {
 }
 
 /// CPU time used by this process so far, all threads.
-fn process_cpu() -> Duration {
+pub fn process_cpu() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }

@@ -284,7 +284,11 @@ impl Bench {
         let mut raw_runs = Vec::with_capacity(RAW_RUNS);
         for _ in 0..RAW_RUNS {
             let run = ingest::through_raw_rdkafka(&bus.kafka(), &signer, shape).await?;
-            println!("   {:.0} records/s", run.per_second());
+            println!(
+                "   {:.0} records/s, {:.1} µs CPU/record",
+                run.per_second(),
+                run.cpu_us_per_record()
+            );
             raw_runs.push(run);
         }
         // The fastest run is the nearest to what the machine's Kafka path
@@ -324,8 +328,9 @@ impl Bench {
         ));
         let govbus = ingest::through_govbus(&adapter_target, &showcase, 1, shape).await?;
         println!(
-            "   {:.0} records/s (all acknowledged by the adapter after {:.2} s)",
+            "   {:.0} records/s, {:.1} µs CPU/record (all acknowledged by the adapter after {:.2} s)",
             govbus.per_second(),
+            govbus.cpu_us_per_record(),
             govbus.published.unwrap_or_default().as_secs_f64()
         );
         let freshness_rate = govbus.per_second() / 2.0;

@@ -305,10 +305,14 @@ impl Report {
              ({} bytes each) produced by a bare rdkafka producer with the adapter's producer \
              settings and read by a bare consumer with the broker's fetch settings, on the \
              same cluster.\n\n\
-             | path | records | seconds | records/s |\n|---|---:|---:|---:|\n\
-             | raw rdkafka produce + consume | {} | {:.2} | {:.0} |\n\
-             | govbus adapter → Kafka → broker → showcase | {} | {:.2} | {:.0} |\n\n\
+             | path | records | seconds | records/s | CPU µs / record |\n|---|---:|---:|---:|---:|\n\
+             | raw rdkafka produce + consume | {} | {:.2} | {:.0} | {:.1} |\n\
+             | govbus adapter → Kafka → broker → showcase | {} | {:.2} | {:.0} | {:.1} |\n\n\
              - ingest ratio govbus / raw: **{ratio:.3}** (target ≥ 0.30: {})\n\
+             - CPU per record, raw / govbus: **{:.3}** (this process, all threads: \
+             publishers, adapter, mock cluster, broker and SQLite, not a PostgreSQL \
+             server's; steadier between runs than records/s, which moves with whatever \
+             else shares the cores)\n\
              - the raw baseline is the fastest of {} runs ({} records/s): runs this short \
              vary that much here, and the fastest is the nearest to the machine's limit\n\
              - the adapter had acknowledged every record after {:.2} s; the rest is the \
@@ -335,10 +339,13 @@ impl Report {
             i.raw.records,
             i.raw.elapsed.as_secs_f64(),
             i.raw.per_second(),
+            i.raw.cpu_us_per_record(),
             i.govbus.records,
             i.govbus.elapsed.as_secs_f64(),
             i.govbus.per_second(),
+            i.govbus.cpu_us_per_record(),
             verdict(ratio >= 0.3),
+            i.raw.cpu_us_per_record() / i.govbus.cpu_us_per_record(),
             i.raw_runs.len(),
             i.raw_runs
                 .iter()
