@@ -2,6 +2,7 @@
 //! in the same run, and writes docs/BENCHMARKS.md. `make bench` runs it.
 
 mod echo;
+mod floor;
 mod ingest;
 mod load;
 mod query;
@@ -19,7 +20,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use govbus_security::TlsMaterial;
 use govbus_server::{PlaintextSettings, RateLimitSettings};
-use govbus_store::Showcase;
+use govbus_store::{AuditLog, Showcase};
 use govbus_tests::{FHDY, PORTAL, Running, TestBus, id};
 use prost::Message;
 
@@ -108,6 +109,10 @@ fn plaintext_as(identity: &str) -> Option<PlaintextSettings> {
 /// Runs of the raw rdkafka baseline; the fastest is the baseline.
 const RAW_RUNS: usize = 3;
 
+/// Audit entries appended, and showcase reads made, when each part is
+/// timed alone (`floor`).
+const PARTS_ALONE: u64 = 20_000;
+
 /// No rate limit can be the bottleneck of a benchmark.
 const UNLIMITED: RateLimitSettings = RateLimitSettings {
     per_second: 100_000_000,
@@ -194,6 +199,25 @@ impl Bench {
         println!("   {}", echo_half.summary());
         drop(echo);
         broker.stop().await;
+        step("query: the parts alone (an audit entry, a showcase read)");
+        let group = self.shape.concurrency;
+        let audit_db = Showcase::open(&bus.database_url(&format!("audit-alone-{db}"))).await?;
+        let audit_alone = floor::audit(
+            &AuditLog::new(audit_db.database().clone()),
+            PARTS_ALONE,
+            group,
+            size,
+        )
+        .await?;
+        audit_db.database().close().await;
+        let showcase = Showcase::open(&bus.database_url(&db)).await?;
+        let read_alone = floor::read(&showcase, PARTS_ALONE, group, size).await?;
+        showcase.database().close().await;
+        println!(
+            "   audit entry {:.1} µs CPU (groups of {group}), read {:.1} µs CPU ({group} at once)",
+            audit_alone.cpu_us_each(),
+            read_alone.cpu_us_each()
+        );
         report.sizes.push(SizeResult {
             records: size,
             seeded,
@@ -208,6 +232,9 @@ impl Bench {
             echo_half,
             reply_bytes: reply.encoded_len(),
             request_bytes: query::request(0).encoded_len(),
+            audit_alone,
+            read_alone,
+            group,
         });
 
         if !self.args.no_tls {
@@ -276,6 +303,21 @@ impl Bench {
             signatures.check_alone.as_secs_f64() * 1e6,
             signatures.ceiling(),
             signatures.cores
+        );
+        // The batch of the brokers this bench starts.
+        let floor_db = "store-alone.db";
+        let store_batch = bus.broker_config(floor_db).batch_max;
+        step(&format!(
+            "ingest: storing alone, {} signed records in batches of {store_batch}",
+            shape.records
+        ));
+        let floor_showcase = Showcase::open(&bus.database_url(floor_db)).await?;
+        let store = floor::store(&floor_showcase, &signer, shape.records, store_batch).await?;
+        floor_showcase.database().close().await;
+        println!(
+            "   {:.0} records/s, {:.1} µs CPU/record",
+            store.per_second(),
+            store.cpu_us_each()
         );
         step(&format!(
             "ingest: raw rdkafka, {} records produced and consumed, {RAW_RUNS} times",
@@ -363,6 +405,8 @@ impl Bench {
                 .map(ingest::Throughput::per_second)
                 .collect(),
             signatures,
+            store,
+            store_batch,
             envelope_bytes: seed::signed_births(&signer, 0..shape.batch, shape.batch)?[0]
                 .encoded_len(),
             batch: shape.batch,

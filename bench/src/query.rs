@@ -74,7 +74,7 @@ pub async fn sample_reply(target: &Target) -> anyhow::Result<GetEvidenceResponse
 
 /// Spreads subjects over the whole showcase without a random generator:
 /// a multiplicative hash of the call counter.
-fn subject_of(counter: u64, subjects: u64) -> u64 {
+pub fn subject_of(counter: u64, subjects: u64) -> u64 {
     counter.wrapping_mul(0x9E37_79B9_7F4A_7C15) % subjects.max(1)
 }
 

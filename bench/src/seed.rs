@@ -99,14 +99,7 @@ fn sign_batch(
                     let signed = signed_births(&signer, lo..hi, SIGNED_TOGETHER)?;
                     Ok((lo..hi)
                         .zip(signed)
-                        .map(|(n, record)| IngestedRecord {
-                            envelope: record.encode_to_vec(),
-                            record,
-                            topic: TOPIC.into(),
-                            partition: (n % 3) as i32,
-                            offset: n as i64,
-                            ingested_at_us: now,
-                        })
+                        .map(|(n, record)| ingested(n, record, now))
                         .collect())
                 })
             })
@@ -117,6 +110,19 @@ fn sign_batch(
         }
         Ok(all)
     })
+}
+
+/// Citizen `n`'s signed record as the broker's ingest hands it to the
+/// showcase, as if taken off Kafka at offset `n`.
+pub fn ingested(n: u64, record: Record, now_us: i64) -> IngestedRecord {
+    IngestedRecord {
+        envelope: record.encode_to_vec(),
+        record,
+        topic: TOPIC.into(),
+        partition: (n % 3) as i32,
+        offset: n as i64,
+        ingested_at_us: now_us,
+    }
 }
 
 /// What the showcase occupies on disk: (whole database bytes, bytes of the

@@ -1,0 +1,149 @@
+//! What the parts that every record or query must pass through cost alone,
+//! with nothing else running: the showcase write of an ingest batch, an
+//! audit entry, a showcase read. Added to what the same run measured for
+//! the bare exchange (Kafka, gRPC) and the signatures, they are a floor on
+//! govbus's CPU per record or call, which the report sets against what the
+//! targets allow on this machine.
+
+use std::time::{Duration, Instant};
+
+use govbus_core::time::now_micros;
+use govbus_security::Signer;
+use govbus_store::{AuditEntry, AuditLog, IngestedRecord, Showcase};
+
+use crate::{load::process_cpu, query, seed};
+
+/// One part, timed alone.
+#[derive(Debug, Clone, Copy)]
+pub struct PartCost {
+    /// Records written, entries appended or reads answered.
+    pub count: u64,
+    pub elapsed: Duration,
+    /// CPU time of this process meanwhile, all threads.
+    pub cpu: Duration,
+}
+
+impl PartCost {
+    pub fn per_second(&self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn cpu_us_each(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.count.max(1) as f64
+    }
+}
+
+/// Runs `work` and times it, wall clock and this process's CPU.
+async fn timed(
+    count: u64,
+    work: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<PartCost> {
+    let (started, cpu_before) = (Instant::now(), process_cpu());
+    work.await?;
+    Ok(PartCost {
+        count,
+        elapsed: started.elapsed(),
+        cpu: process_cpu().saturating_sub(cpu_before),
+    })
+}
+
+/// The ingest's write alone: citizens `0..records`, signed beforehand (not
+/// timed), written into `showcase` (a fresh one) by the broker's own code —
+/// `Showcase::apply`: ordering, binding, one transaction per `batch` — one
+/// batch after another.
+pub async fn store(
+    showcase: &Showcase,
+    signer: &Signer,
+    records: u64,
+    batch: usize,
+) -> anyhow::Result<PartCost> {
+    let now = now_micros();
+    let all: Vec<IngestedRecord> = seed::signed_births(signer, 0..records, seed::SIGNED_TOGETHER)?
+        .into_iter()
+        .zip(0..)
+        .map(|(record, n)| seed::ingested(n, record, now))
+        .collect();
+    timed(records, async {
+        for chunk in all.chunks(batch.max(1)) {
+            showcase.apply(chunk).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The audit trail's write alone: `entries` allowed requests about citizens
+/// spread over `0..subjects`, appended to a fresh trail by the broker's own
+/// appender in groups of `group`, one commit each — as many as the load
+/// generator has callers, the largest group a peak can make, so the
+/// cheapest per entry.
+pub async fn audit(
+    log: &AuditLog,
+    entries: u64,
+    group: usize,
+    subjects: u64,
+) -> anyhow::Result<PartCost> {
+    let chain = "bench-alone";
+    let all: Vec<AuditEntry> = (0..entries)
+        .map(|n| AuditEntry {
+            at_us: now_micros(),
+            caller: "agency/egov/system/portal".into(),
+            subject_id: seed::citizen(query::subject_of(n, subjects)),
+            record_type: seed::RECORD_TYPE.into(),
+            purpose: query::request(0).purpose,
+            fields: "*".into(),
+            decision: "allowed".into(),
+            reason: String::new(),
+            request_id: uuid::Uuid::now_v7().to_string(),
+            trace_id: format!("{:032x}", u128::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            records: 1,
+        })
+        .collect();
+    let mut appender = log.appender();
+    let mut head = log.head(chain).await?;
+    timed(entries, async {
+        for chunk in all.chunks(group.max(1)) {
+            let chained = appender.append(chain, head.clone(), chunk.to_vec()).await?;
+            if let Some(last) = chained.last() {
+                head = (last.seq, last.entry_hash.clone());
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The showcase read alone: `reads` current-record look-ups of citizens
+/// spread over `0..subjects`, by `concurrency` tasks at once through the
+/// showcase's shared reader (the broker's own read path, statements shared
+/// between concurrent callers).
+pub async fn read(
+    showcase: &Showcase,
+    reads: u64,
+    concurrency: usize,
+    subjects: u64,
+) -> anyhow::Result<PartCost> {
+    let concurrency = concurrency.max(1) as u64;
+    timed(reads, async {
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|task| {
+                let showcase = showcase.clone();
+                tokio::spawn(async move {
+                    let mut n = task;
+                    while n < reads {
+                        let subject = seed::citizen(query::subject_of(n, subjects));
+                        let found = showcase.current(seed::RECORD_TYPE, &subject).await?;
+                        anyhow::ensure!(!found.is_empty(), "citizen {subject} has no record");
+                        n += concurrency;
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await??;
+        }
+        Ok(())
+    })
+    .await
+}
