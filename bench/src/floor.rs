@@ -19,7 +19,7 @@ pub struct PartCost {
     /// Records written, entries appended or reads answered.
     pub count: u64,
     pub elapsed: Duration,
-    /// CPU time of this process meanwhile, all threads.
+    /// CPU time meanwhile (`load::process_cpu`).
     pub cpu: Duration,
 }
 

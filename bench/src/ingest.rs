@@ -41,8 +41,8 @@ pub struct Throughput {
     pub elapsed: Duration,
     /// When the adapter had acknowledged the last record (govbus only).
     pub published: Option<Duration>,
-    /// CPU time of this process meanwhile, all threads (publishers, adapter,
-    /// mock cluster, broker, SQLite; not a PostgreSQL server's).
+    /// CPU time meanwhile (`load::process_cpu`): publishers, adapter, mock
+    /// cluster, broker, SQLite, and a PostgreSQL server on this machine.
     pub cpu: Duration,
 }
 

@@ -456,6 +456,9 @@ async fn main() -> anyhow::Result<()> {
         },
         ..Report::default()
     };
+    if args.postgres_url.is_some() {
+        load::count_postgres_server();
+    }
     let started = Instant::now();
     let bench = Bench { args, shape };
     let bus = TestBus::start_with(bench.args.postgres_url.clone());

@@ -225,8 +225,8 @@ impl Report {
              - CPU per call at peak, baseline / govbus: **{cpu_ratio:.2}** — the throughput \
              ratio if each kept both cores busy; where it is above the measured ratio, the \
              broker spent part of its peak waiting rather than computing (the CPU column: this \
-             process — servers and load generator, all threads — over the measured seconds; a \
-             PostgreSQL server's own CPU is not in it; at a fixed rate it includes the wakes \
+             process — servers and load generator, all threads — over the measured seconds, and \
+             on PostgreSQL the server's processes on this machine; at a fixed rate it includes the wakes \
              that a busy peak shares between calls)\n\
              - the floor of the parts: the bare exchange {:.1} µs CPU per call (the baseline \
              at peak, load generator included), an audit entry alone {:.1} (the broker's \
@@ -364,9 +364,9 @@ impl Report {
              | raw rdkafka produce + consume | {} | {:.2} | {:.0} | {:.1} |\n\
              | govbus adapter → Kafka → broker → showcase | {} | {:.2} | {:.0} | {:.1} |\n\n\
              - ingest ratio govbus / raw: **{ratio:.3}** (target ≥ {INGEST_TARGET:.2}: {})\n\
-             - CPU per record, raw / govbus: **{:.3}** (this process, all threads: \
-             publishers, adapter, mock cluster, broker and SQLite, not a PostgreSQL \
-             server's; steadier between runs than records/s, which moves with whatever \
+             - CPU per record, raw / govbus: **{:.3}** (this process, all threads — \
+             publishers, adapter, mock cluster, broker, SQLite — and on PostgreSQL the \
+             server's processes on this machine; steadier between runs than records/s, which moves with whatever \
              else shares the cores)\n\
              - the raw baseline is the fastest of {} runs ({} records/s): runs this short \
              vary that much here, and the fastest is the nearest to the machine's limit\n\
