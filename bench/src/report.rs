@@ -382,8 +382,8 @@ impl Report {
              - the floor of the parts: the raw Kafka path {:.1} µs CPU per record (its fastest \
              run), signing {:.1} and checking {:.1}, and storing alone {:.1} (the broker's \
              SQL with nothing else running: {} records in batches of {}, {:.0} records/s) make \
-             **{:.1} µs** per record before any gRPC, decoding, validation or hand-off; \
-             {} of the raw rate on {} cores allows at most **{:.1} µs** per record. {}; \
+             **{:.1} µs** per record before the adapter's gRPC, validation and encoding, \
+             copies or hand-offs; {} of the raw rate on {} cores allows at most **{:.1} µs** per record. {}; \
              govbus spent {:.1} µs above the floor\n\n\
              Freshness: one record's new version published while other publishers send \
              {:.0} records/s (half of the ingest peak); from the adapter's acknowledgement to \

@@ -9,7 +9,7 @@
 //! reader's turn, the reader was the slower stage (docs/PROFILING.md,
 //! session 15).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use govbus_core::time::now_micros;
 use govbus_kafka::{HeaderExtractor, TRACEPARENT};
@@ -33,19 +33,20 @@ pub(crate) struct Consumed {
 
 /// The traces a batch's messages were published in, each linked to the
 /// batch span once: one publish call puts its trace context on every record
-/// it sends (hundreds), and extracting and linking it per message was ~1 %
-/// of the ingest's CPU (docs/PROFILING.md) for links that said the same.
+/// it sends (hundreds), and extracting and linking it per message was ~2 %
+/// of an ingest run's CPU (docs/PROFILING.md, session 16) for links that
+/// said the same — and past the span's link limit, dropped.
 pub(crate) struct BatchLinks {
     span: tracing::Span,
     /// Each `traceparent` header seen in this batch, with its trace id.
-    seen: Vec<(Vec<u8>, String)>,
+    seen: HashMap<Vec<u8>, String>,
 }
 
 impl BatchLinks {
     pub fn new(span: tracing::Span) -> Self {
         Self {
             span,
-            seen: Vec::new(),
+            seen: HashMap::new(),
         }
     }
 
@@ -59,15 +60,11 @@ impl BatchLinks {
             .iter()
             .find(|h| h.key.eq_ignore_ascii_case(TRACEPARENT))?
             .value?;
-        let at = match self.seen.iter().position(|(seen, _)| seen == traceparent) {
-            Some(at) => at,
-            None => {
-                let trace_id = govbus_telemetry::link_from(&self.span, &HeaderExtractor(headers))?;
-                self.seen.push((traceparent.to_vec(), trace_id));
-                self.seen.len() - 1
-            }
-        };
-        Some(&self.seen[at].1)
+        if !self.seen.contains_key(traceparent) {
+            let trace_id = govbus_telemetry::link_from(&self.span, &HeaderExtractor(headers))?;
+            self.seen.insert(traceparent.to_vec(), trace_id);
+        }
+        self.seen.get(traceparent).map(String::as_str)
     }
 }
 
@@ -251,7 +248,8 @@ mod tests {
         for headers in [&first, &first, &second, &first, &second] {
             assert!(links.trace_id(headers.as_borrowed()).is_some());
         }
-        let ids: Vec<&str> = links.seen.iter().map(|(_, id)| id.as_str()).collect();
+        let mut ids: Vec<&str> = links.seen.values().map(String::as_str).collect();
+        ids.sort_unstable();
         assert_eq!(ids, [format!("{:032x}", 1), format!("{:032x}", 2)]);
         assert_eq!(
             links.trace_id(first.as_borrowed()),
