@@ -304,9 +304,9 @@ impl Bench {
             signatures.ceiling(),
             signatures.cores
         );
-        // The batch of the brokers this bench starts.
+        // The batch of the brokers this bench starts (their default).
+        let store_batch = govbus_broker::BrokerConfig::default().batch_max;
         let floor_db = "store-alone.db";
-        let store_batch = bus.broker_config(floor_db).batch_max;
         step(&format!(
             "ingest: storing alone, {} signed records in batches of {store_batch}",
             shape.records

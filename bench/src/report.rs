@@ -113,6 +113,17 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "**missed**" }
 }
 
+/// Whether the parts alone (`floor`, µs of CPU) fit within what a target
+/// allows (`budget`): if not, on this machine `impossible`; if so, how
+/// much they leave, `left_for`.
+fn floor_verdict(floor: f64, budget: f64, impossible: &str, left_for: &str) -> String {
+    if floor > budget {
+        format!("The parts alone exceed it: on this machine {impossible}")
+    } else {
+        format!("The parts leave {:.1} µs {left_for}", budget - floor)
+    }
+}
+
 /// Query throughput, govbus / bare tonic, that the design asks for.
 const QUERY_TARGET: f64 = 0.7;
 
@@ -257,16 +268,12 @@ impl Report {
             q.group,
             floor,
             budget,
-            if floor > budget {
-                "The parts alone exceed it: on this machine no broker that audits and reads \
-                 this way meets the target"
-                    .to_string()
-            } else {
-                format!(
-                    "The parts leave {:.1} µs per call for the rest",
-                    budget - floor
-                )
-            },
+            floor_verdict(
+                floor,
+                budget,
+                "no broker that audits and reads this way meets the target",
+                "per call for the rest",
+            ),
             q.broker_peak.cpu_us_per_call() - floor,
             steal_line([&q.echo_peak, &q.broker_peak, &q.echo_half, &q.broker_half]),
         );
@@ -433,17 +440,13 @@ impl Report {
             INGEST_TARGET,
             i.signatures.cores,
             budget,
-            if floor > budget {
-                "The parts alone exceed it: on this machine no ingest built of them meets \
-                 the target"
-                    .to_string()
-            } else {
-                format!(
-                    "The parts leave {:.1} µs per record for the rest (gRPC, encoding and \
-                     decoding, the adapter's validation, copies, hand-offs between tasks)",
-                    budget - floor
-                )
-            },
+            floor_verdict(
+                floor,
+                budget,
+                "no ingest built of them meets the target",
+                "per record for the rest (gRPC, encoding and decoding, the adapter's \
+                 validation, copies, hand-offs between tasks)",
+            ),
             i.govbus.cpu_us_per_record() - floor,
             i.freshness_rate,
             i.freshness.len(),
