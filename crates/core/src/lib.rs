@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod payload_scan;
 pub mod record;
 pub mod signing_input;
 pub mod subject;
