@@ -3,15 +3,30 @@
 //! audit entry, a showcase read. Added to what the same run measured for
 //! the bare exchange (Kafka, gRPC) and the signatures, they are a floor on
 //! govbus's CPU per record or call, which the report sets against what the
-//! targets allow on this machine.
+//! targets allow on this machine. For the latency target, the wait every
+//! answer has in it: its audit entry's durable commit, and the disk's own
+//! sync beneath it.
 
-use std::time::{Duration, Instant};
+use std::{
+    io::Write,
+    path::Path,
+    time::{Duration, Instant},
+};
 
+use hdrhistogram::Histogram;
+use prost::Message as _;
+
+use govbus_adapter::Publisher;
 use govbus_core::time::now_micros;
+use govbus_proto::v1::PublishRequest;
 use govbus_security::Signer;
 use govbus_store::{AuditEntry, AuditLog, IngestedRecord, Showcase};
 
-use crate::{load::process_cpu, query, seed};
+use crate::{
+    ingest,
+    load::{histogram, process_cpu},
+    query, seed,
+};
 
 /// One part, timed alone.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +87,37 @@ pub async fn store(
     .await
 }
 
+/// The adapter's own work on a publish call alone: `records` unsigned
+/// births in calls of `batch`, each call's request decoded from its wire
+/// bytes (encoded beforehand, not timed) and prepared by the adapter's
+/// `Publisher` — validated, completed, signed under one signature, each
+/// envelope encoded — one call after another on one task.
+pub async fn publish_prepare(
+    publisher: &Publisher,
+    records: u64,
+    batch: u64,
+) -> anyhow::Result<PartCost> {
+    let calls: Vec<Vec<u8>> = (0..records)
+        .step_by(batch.max(1) as usize)
+        .map(|from| {
+            let records = ingest::births(from, (from + batch).min(records), 1);
+            PublishRequest { records }.encode_to_vec()
+        })
+        .collect();
+    timed(records, async {
+        for call in calls {
+            let request = PublishRequest::decode(call.as_slice())?;
+            for prepared in publisher.prepare_all(request.records) {
+                if let Err(refusal) = prepared {
+                    anyhow::bail!("the adapter refused a bench record: {refusal}");
+                }
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// The audit trail's write alone: `entries` allowed requests about citizens
 /// spread over `0..subjects`, appended to a fresh trail by the broker's own
 /// appender in groups of `group`, one commit each — as many as the load
@@ -84,21 +130,7 @@ pub async fn audit(
     subjects: u64,
 ) -> anyhow::Result<PartCost> {
     let chain = "bench-alone";
-    let all: Vec<AuditEntry> = (0..entries)
-        .map(|n| AuditEntry {
-            at_us: now_micros(),
-            caller: "agency/egov/system/portal".into(),
-            subject_id: seed::citizen(query::subject_of(n, subjects)),
-            record_type: seed::RECORD_TYPE.into(),
-            purpose: query::request(0).purpose,
-            fields: "*".into(),
-            decision: "allowed".into(),
-            reason: String::new(),
-            request_id: uuid::Uuid::now_v7().to_string(),
-            trace_id: format!("{:032x}", u128::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-            records: 1,
-        })
-        .collect();
+    let all: Vec<AuditEntry> = (0..entries).map(|n| allowed(n, subjects)).collect();
     // Grouped before the clock starts: the broker's writer moves its
     // queued entries into the appender without copying them.
     let mut groups: Vec<Vec<AuditEntry>> = Vec::new();
@@ -118,6 +150,71 @@ pub async fn audit(
         Ok(())
     })
     .await
+}
+
+/// The `n`th allowed request's audit entry, about one of `0..subjects`.
+fn allowed(n: u64, subjects: u64) -> AuditEntry {
+    AuditEntry {
+        at_us: now_micros(),
+        caller: "agency/egov/system/portal".into(),
+        subject_id: seed::citizen(query::subject_of(n, subjects)),
+        record_type: seed::RECORD_TYPE.into(),
+        purpose: query::request(0).purpose,
+        fields: "*".into(),
+        decision: "allowed".into(),
+        reason: String::new(),
+        request_id: uuid::Uuid::now_v7().to_string(),
+        trace_id: format!("{:032x}", u128::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        records: 1,
+    }
+}
+
+fn record(histogram: &mut Histogram<u64>, took: Duration) {
+    histogram.saturating_record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+}
+
+/// The durable commit an answer waits for, alone: `commits` audit entries
+/// appended by the broker's appender one at a time, each its own
+/// transaction, and how long each took (µs).
+pub async fn audit_commits(
+    log: &AuditLog,
+    commits: u64,
+    subjects: u64,
+) -> anyhow::Result<Histogram<u64>> {
+    let chain = "bench-commits";
+    let mut appender = log.appender();
+    let mut head = log.head(chain).await?;
+    let mut took = histogram();
+    for n in 0..commits {
+        let entry = allowed(n, subjects);
+        let started = Instant::now();
+        let chained = appender.append(chain, head, vec![entry]).await?;
+        record(&mut took, started.elapsed());
+        let Some(last) = chained.last() else {
+            anyhow::bail!("the appender chained no entry");
+        };
+        head = (last.seq, last.entry_hash.clone());
+    }
+    Ok(took)
+}
+
+/// The disk's own durable write beneath a commit: 4 KiB (a page) appended
+/// to a file in `dir` and synced (`fdatasync`) `syncs` times, each timed
+/// (µs). Blocking: run it where blocking is allowed.
+pub fn disk_syncs(dir: &Path, syncs: u64) -> anyhow::Result<Histogram<u64>> {
+    let path = dir.join("disk-syncs.bench");
+    let mut file = std::fs::File::create(&path)?;
+    let page = [0x5a_u8; 4096];
+    let mut took = histogram();
+    for _ in 0..syncs {
+        let started = Instant::now();
+        file.write_all(&page)?;
+        file.sync_data()?;
+        record(&mut took, started.elapsed());
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(took)
 }
 
 /// The showcase read alone: `reads` current-record look-ups of citizens

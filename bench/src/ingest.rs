@@ -151,7 +151,7 @@ pub fn signature_cost(
 }
 
 /// Unsigned births of citizens `from..to`, as an agency would send them.
-fn births(from: u64, to: u64, version: u64) -> Vec<Record> {
+pub fn births(from: u64, to: u64, version: u64) -> Vec<Record> {
     (from..to)
         .map(|n| govbus_tests::birth_record(&seed::citizen(n), version, "Aziza"))
         .collect()

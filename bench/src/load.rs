@@ -43,7 +43,7 @@ impl LoadResult {
 
     /// The latency at `quantile` (0.5, 0.99, 0.999) in milliseconds.
     pub fn ms(&self, quantile: f64) -> f64 {
-        self.latency.value_at_quantile(quantile) as f64 / 1000.0
+        ms(&self.latency, quantile)
     }
 
     /// Microseconds of CPU per measured call, servers and generator
@@ -151,9 +151,14 @@ fn cpu_between(from: Instant, to: Instant) -> tokio::task::JoinHandle<(Duration,
     })
 }
 
-fn histogram() -> Histogram<u64> {
-    // 1 µs to 60 s at three significant digits.
+/// Latencies in µs, 1 µs to 60 s at three significant digits.
+pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// The latency at `quantile` of `latency` (µs) in milliseconds.
+pub fn ms(latency: &Histogram<u64>, quantile: f64) -> f64 {
+    latency.value_at_quantile(quantile) as f64 / 1000.0
 }
 
 #[derive(Default)]

@@ -18,6 +18,8 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Parser;
+use govbus_adapter::Publisher;
+use govbus_kafka::RecordProducer;
 use govbus_security::TlsMaterial;
 use govbus_server::{PlaintextSettings, RateLimitSettings};
 use govbus_store::{AuditLog, Showcase};
@@ -112,6 +114,10 @@ const RAW_RUNS: usize = 3;
 /// Audit entries appended, and showcase reads made, when each part is
 /// timed alone (`floor`).
 const PARTS_ALONE: u64 = 20_000;
+
+/// Audit commits, and disk syncs, timed one at a time for the floor of
+/// the latency target (`floor`).
+const WAITS_ALONE: u64 = 1_000;
 
 /// No rate limit can be the bottleneck of a benchmark.
 const UNLIMITED: RateLimitSettings = RateLimitSettings {
@@ -218,6 +224,23 @@ impl Bench {
             audit_alone.cpu_us_each(),
             read_alone.cpu_us_each()
         );
+        step("query: the waits alone (an audit commit, a disk sync)");
+        let commits_db = Showcase::open(&bus.database_url(&format!("audit-commits-{db}"))).await?;
+        let commit_alone = floor::audit_commits(
+            &AuditLog::new(commits_db.database().clone()),
+            WAITS_ALONE,
+            size,
+        )
+        .await?;
+        commits_db.database().close().await;
+        let dir = bus.dir.path().to_path_buf();
+        let disk_sync =
+            tokio::task::spawn_blocking(move || floor::disk_syncs(&dir, WAITS_ALONE)).await??;
+        println!(
+            "   audit commit p99 {:.2} ms, disk sync p99 {:.2} ms",
+            load::ms(&commit_alone, 0.99),
+            load::ms(&disk_sync, 0.99)
+        );
         report.sizes.push(SizeResult {
             records: size,
             seeded,
@@ -235,6 +258,8 @@ impl Bench {
             audit_alone,
             read_alone,
             group,
+            commit_alone,
+            disk_sync,
         });
 
         if !self.args.no_tls {
@@ -304,6 +329,19 @@ impl Bench {
             signatures.ceiling(),
             signatures.cores
         );
+        step(&format!(
+            "ingest: the adapter's work alone, {PARTS_ALONE} records in calls of {}",
+            shape.batch
+        ));
+        let publisher = Publisher::new(
+            Arc::new(govbus_core::Catalog::builtin()),
+            RecordProducer::new(&bus.kafka())?,
+            govbus_core::RecordLimits::default(),
+            tls.signer()?,
+        );
+        let publish_prepare = floor::publish_prepare(&publisher, PARTS_ALONE, shape.batch).await?;
+        drop(publisher);
+        println!("   {:.1} µs CPU/record", publish_prepare.cpu_us_each());
         // The batch of the brokers this bench starts (their default).
         let store_batch = govbus_broker::BrokerConfig::default().batch_max;
         let floor_db = "store-alone.db";
@@ -405,6 +443,7 @@ impl Bench {
                 .map(ingest::Throughput::per_second)
                 .collect(),
             signatures,
+            publish_prepare,
             store,
             store_batch,
             envelope_bytes: seed::signed_births(&signer, 0..shape.batch, shape.batch)?[0]
