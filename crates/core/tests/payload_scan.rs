@@ -34,7 +34,7 @@ fn scalar(kind: &Kind, n: i64) -> Value {
         Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => Value::I32(-(n as i32) - 1),
         Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Value::I64(-n - 300),
         Kind::Uint32 | Kind::Fixed32 => Value::U32(n as u32 + 7),
-        Kind::Uint64 | Kind::Fixed64 => Value::U64(n as u64 + 1 << 40),
+        Kind::Uint64 | Kind::Fixed64 => Value::U64((n as u64 + 1) << 40),
         Kind::Bool => Value::Bool(true),
         Kind::String => Value::String(format!("Ўзбек {n} ✓")),
         Kind::Bytes => Value::Bytes(vec![0xff, n as u8, 0].into()),
