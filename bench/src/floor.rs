@@ -1,7 +1,8 @@
 //! What the parts that every record or query must pass through cost alone,
-//! with nothing else running: the showcase write of an ingest batch, an
-//! audit entry, a showcase read. Added to what the same run measured for
-//! the bare exchange (Kafka, gRPC) and the signatures, they are a floor on
+//! with nothing else running: the adapter's work on a publish call, the
+//! showcase write of an ingest batch, an audit entry, a showcase read.
+//! Added to what the same run measured for the bare exchange (Kafka, gRPC)
+//! and the broker's check, they are a floor on
 //! govbus's CPU per record or call, which the report sets against what the
 //! targets allow on this machine. For the latency target, the wait every
 //! answer has in it: its audit entry's durable commit, and the disk's own
