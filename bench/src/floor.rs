@@ -17,7 +17,7 @@ use std::{
 use hdrhistogram::Histogram;
 use prost::Message as _;
 
-use govbus_adapter::Publisher;
+use govbus_adapter::Preparer;
 use govbus_core::time::now_micros;
 use govbus_proto::v1::PublishRequest;
 use govbus_security::Signer;
@@ -91,10 +91,10 @@ pub async fn store(
 /// The adapter's own work on a publish call alone: `records` unsigned
 /// births in calls of `batch`, each call's request decoded from its wire
 /// bytes (encoded beforehand, not timed) and prepared by the adapter's
-/// `Publisher` — validated, completed, signed under one signature, each
+/// `Preparer` — validated, completed, signed under one signature, each
 /// envelope encoded — one call after another on one task.
 pub async fn publish_prepare(
-    publisher: &Publisher,
+    preparer: &Preparer,
     records: u64,
     batch: u64,
 ) -> anyhow::Result<PartCost> {
@@ -108,7 +108,7 @@ pub async fn publish_prepare(
     timed(records, async {
         for call in calls {
             let request = PublishRequest::decode(call.as_slice())?;
-            for prepared in publisher.prepare_all(request.records) {
+            for prepared in preparer.prepare_all(request.records) {
                 if let Err(refusal) = prepared {
                     anyhow::bail!("the adapter refused a bench record: {refusal}");
                 }

@@ -18,8 +18,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Parser;
-use govbus_adapter::Publisher;
-use govbus_kafka::RecordProducer;
+use govbus_adapter::Preparer;
 use govbus_security::TlsMaterial;
 use govbus_server::{PlaintextSettings, RateLimitSettings};
 use govbus_store::{AuditLog, Showcase};
@@ -333,14 +332,12 @@ impl Bench {
             "ingest: the adapter's work alone, {PARTS_ALONE} records in calls of {}",
             shape.batch
         ));
-        let publisher = Publisher::new(
+        let preparer = Preparer::new(
             Arc::new(govbus_core::Catalog::builtin()),
-            RecordProducer::new(&bus.kafka())?,
             govbus_core::RecordLimits::default(),
             tls.signer()?,
         );
-        let publish_prepare = floor::publish_prepare(&publisher, PARTS_ALONE, shape.batch).await?;
-        drop(publisher);
+        let publish_prepare = floor::publish_prepare(&preparer, PARTS_ALONE, shape.batch).await?;
         println!("   {:.1} µs CPU/record", publish_prepare.cpu_us_each());
         // The batch of the brokers this bench starts (their default).
         let store_batch = govbus_broker::BrokerConfig::default().batch_max;

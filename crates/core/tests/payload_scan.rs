@@ -26,7 +26,7 @@ fn messages() -> Vec<MessageDescriptor> {
         .collect()
 }
 
-/// A value of `kind`, varied by `n`.
+/// A value of `kind`, varied by `n`; messages are `filled`, not scalars.
 fn scalar(kind: &Kind, n: i64) -> Value {
     match kind {
         Kind::Double => Value::F64(n as f64 + 0.25),
@@ -39,7 +39,7 @@ fn scalar(kind: &Kind, n: i64) -> Value {
         Kind::String => Value::String(format!("Ўзбек {n} ✓")),
         Kind::Bytes => Value::Bytes(vec![0xff, n as u8, 0].into()),
         Kind::Enum(e) => Value::EnumNumber(e.values().last().map_or(0, |v| v.number())),
-        Kind::Message(m) => Value::Message(DynamicMessage::new(m.clone())),
+        Kind::Message(m) => unreachable!("{} is filled, not a scalar", m.full_name()),
     }
 }
 

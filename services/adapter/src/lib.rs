@@ -23,7 +23,7 @@ pub use config::{AdapterConfig, InboxConfig, OutboxConfig};
 pub use grpc::{AdapterService, PublishError};
 pub use inbox::{InboxWriter, inbox_table_ddl};
 pub use outbox::{OutboxConnector, OutboxError, outbox_table_ddl};
-pub use publisher::{Prepared, Publisher, Refusal};
+pub use publisher::{Prepared, Preparer, Publisher, Refusal};
 use subscription::{SubscriptionSettings, Subscriptions};
 
 #[derive(Debug, thiserror::Error)]

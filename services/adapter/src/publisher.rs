@@ -51,12 +51,20 @@ impl std::fmt::Display for Refusal {
     }
 }
 
+/// Validates, completes and signs records: the adapter's work on a call
+/// before anything is produced (the bench times it alone).
 #[derive(Debug)]
-pub struct Publisher {
+pub struct Preparer {
     catalog: Arc<Catalog>,
-    producer: RecordProducer,
     limits: RecordLimits,
     signer: Signer,
+}
+
+/// A `Preparer` and the producer its envelopes go out through.
+#[derive(Debug)]
+pub struct Publisher {
+    preparer: Preparer,
+    producer: RecordProducer,
 }
 
 impl Publisher {
@@ -67,15 +75,13 @@ impl Publisher {
         signer: Signer,
     ) -> Self {
         Self {
-            catalog,
+            preparer: Preparer::new(catalog, limits, signer),
             producer,
-            limits,
-            signer,
         }
     }
 
     pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+        &self.preparer.catalog
     }
 
     pub fn producer(&self) -> &RecordProducer {
@@ -84,65 +90,12 @@ impl Publisher {
 
     /// The system this adapter publishes as.
     pub fn identity(&self) -> &Identity {
-        self.signer.identity()
+        self.preparer.signer.identity()
     }
 
-    /// Validates each record, checks that this system owns its type, and
-    /// completes the envelope: a UUID v7 when it has no id, this system as
-    /// the source (whatever the caller wrote there). Then signs all that
-    /// passed as one batch (one signature, see `Signer::sign_all`). Results
-    /// are in input order.
+    /// See `Preparer::prepare_all`.
     pub fn prepare_all(&self, records: Vec<Record>) -> Vec<Result<Prepared, Refusal>> {
-        let mut results = Vec::with_capacity(records.len());
-        let mut batch = Vec::with_capacity(records.len());
-        let mut places = Vec::with_capacity(records.len());
-        for (i, record) in records.into_iter().enumerate() {
-            match self.complete(record) {
-                Ok((record, topic)) => {
-                    batch.push(record);
-                    places.push((i, topic));
-                }
-                Err(refusal) => results.push((i, Err(refusal))),
-            }
-        }
-        let signed = self
-            .signer
-            .sign_all(&mut batch)
-            .map_err(|e| Refusal::Unsigned(e.to_string()));
-        for ((i, topic), record) in places.into_iter().zip(batch) {
-            let prepared = signed.clone().map(|()| Prepared {
-                record_id: record.record_id.clone(),
-                topic,
-                key: record.subject_id.clone(),
-                record_type: record.record_type.clone(),
-                envelope: record.encode_to_vec(),
-            });
-            results.push((i, prepared));
-        }
-        results.sort_by_key(|(i, _)| *i);
-        results.into_iter().map(|(_, result)| result).collect()
-    }
-
-    /// One record validated and completed, with its topic; not yet signed.
-    fn complete(&self, record: Record) -> Result<(Record, String), Refusal> {
-        let ValidRecord {
-            mut record, spec, ..
-        } = validate_record(&self.catalog, record, &self.limits).map_err(Refusal::Invalid)?;
-        let identity = self.signer.identity();
-        if spec.owner != identity.to_string() {
-            return Err(Refusal::NotOwner {
-                record_type: spec.name.clone(),
-                owner: spec.owner.clone(),
-            });
-        }
-        if record.record_id.is_empty() {
-            record.record_id = uuid::Uuid::now_v7().to_string();
-        }
-        record.source_agency = identity.agency().to_string();
-        record.source_system = identity.system().to_string();
-        record.content_hash.clear();
-        record.signature = None;
-        Ok((record, spec.topic.clone()))
+        self.preparer.prepare_all(records)
     }
 
     /// Produces every prepared record and waits for Kafka's answer on each.
@@ -238,5 +191,73 @@ impl Publisher {
             .increment(n);
         }
         results
+    }
+}
+
+impl Preparer {
+    pub fn new(catalog: Arc<Catalog>, limits: RecordLimits, signer: Signer) -> Self {
+        Self {
+            catalog,
+            limits,
+            signer,
+        }
+    }
+
+    /// Validates each record, checks that this system owns its type, and
+    /// completes the envelope: a UUID v7 when it has no id, this system as
+    /// the source (whatever the caller wrote there). Then signs all that
+    /// passed as one batch (one signature, see `Signer::sign_all`). Results
+    /// are in input order.
+    pub fn prepare_all(&self, records: Vec<Record>) -> Vec<Result<Prepared, Refusal>> {
+        let mut results = Vec::with_capacity(records.len());
+        let mut batch = Vec::with_capacity(records.len());
+        let mut places = Vec::with_capacity(records.len());
+        for (i, record) in records.into_iter().enumerate() {
+            match self.complete(record) {
+                Ok((record, topic)) => {
+                    batch.push(record);
+                    places.push((i, topic));
+                }
+                Err(refusal) => results.push((i, Err(refusal))),
+            }
+        }
+        let signed = self
+            .signer
+            .sign_all(&mut batch)
+            .map_err(|e| Refusal::Unsigned(e.to_string()));
+        for ((i, topic), record) in places.into_iter().zip(batch) {
+            let prepared = signed.clone().map(|()| Prepared {
+                record_id: record.record_id.clone(),
+                topic,
+                key: record.subject_id.clone(),
+                record_type: record.record_type.clone(),
+                envelope: record.encode_to_vec(),
+            });
+            results.push((i, prepared));
+        }
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, result)| result).collect()
+    }
+
+    /// One record validated and completed, with its topic; not yet signed.
+    fn complete(&self, record: Record) -> Result<(Record, String), Refusal> {
+        let ValidRecord {
+            mut record, spec, ..
+        } = validate_record(&self.catalog, record, &self.limits).map_err(Refusal::Invalid)?;
+        let identity = self.signer.identity();
+        if spec.owner != identity.to_string() {
+            return Err(Refusal::NotOwner {
+                record_type: spec.name.clone(),
+                owner: spec.owner.clone(),
+            });
+        }
+        if record.record_id.is_empty() {
+            record.record_id = uuid::Uuid::now_v7().to_string();
+        }
+        record.source_agency = identity.agency().to_string();
+        record.source_system = identity.system().to_string();
+        record.content_hash.clear();
+        record.signature = None;
+        Ok((record, spec.topic.clone()))
     }
 }
