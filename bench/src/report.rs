@@ -131,7 +131,8 @@ fn floor_verdict(floor: f64, budget: f64, impossible: &str, left_for: &str) -> S
     }
 }
 
-/// The wait every answer has in it, set against the p99 target.
+/// The waits every answer has in it — its audit entry's commit and the bare
+/// exchange at the same rate — set against the p99 target.
 fn tail_floor(q: &QueryResult, cores: usize) -> String {
     let commit_p99 = load::ms(&q.commit_alone, 0.99);
     let echo_p99 = q.echo_half.ms(0.99);
