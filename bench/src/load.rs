@@ -52,6 +52,11 @@ impl LoadResult {
         self.cpu.as_secs_f64() * 1e6 / self.calls.max(1) as f64
     }
 
+    /// Cores' worth of CPU the process used while the calls were measured.
+    pub fn cores_used(&self) -> f64 {
+        self.cpu.as_secs_f64() / self.elapsed.as_secs_f64()
+    }
+
     pub fn summary(&self) -> String {
         format!(
             "{:.0} calls/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, {:.0} µs CPU/call \

@@ -178,12 +178,12 @@ fn tail_floor(q: &QueryResult, cores: usize) -> String {
              broker's own work and waits"
         )
     };
-    let busy = |r: &LoadResult| r.cpu_us_per_call() * r.per_second() / 1e4 / cores.max(1) as f64;
+    let busy = |r: &LoadResult| 100.0 * r.cores_used() / cores.max(1) as f64;
     format!(
         "{commit}. The bare exchange at the same rate, on the same cores, had a p99 of its own \
          of {echo_p99:.2} ms (table above); an answer crosses it too. {verdict}. \
          At that rate the broker's run kept {:.0} % of the {cores} cores busy and the \
-         baseline's {:.0} % (CPU per call × calls/s): at a fixed rate each call pays the wakes \
+         baseline's {:.0} % (the CPU column's time over the measured seconds): at a fixed rate each call pays the wakes \
          and commits a busy peak shares, so half of the peak's calls is not half of the \
          machine, and waits for a core lengthen every hand-off",
         busy(&q.broker_half),
