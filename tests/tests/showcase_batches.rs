@@ -34,8 +34,8 @@ async fn a_batch_with_many_versions_of_one_record_keeps_the_newest() {
     assert_eq!(
         stats,
         ApplyStats {
-            applied: 2,
-            stale: 3
+            stored: 4,
+            repeated: 1
         }
     );
     let current = showcase.current("birth_certificate", &a).await.unwrap();
@@ -56,19 +56,41 @@ async fn a_batch_with_many_versions_of_one_record_keeps_the_newest() {
     assert_eq!(
         stats,
         ApplyStats {
-            applied: 0,
-            stale: 1
+            stored: 0,
+            repeated: 1
         }
     );
     let current = showcase.current("birth_certificate", &a).await.unwrap();
     assert_eq!(current[0].record.version, 3);
     assert_eq!(showcase.count().await.unwrap(), 2);
     assert_eq!(showcase.history_count().await.unwrap(), 4);
+
+    // A version older than the current one but new to the showcase joins
+    // the history; the newest stays current.
+    for (version, offset) in [(3, 6), (2, 7)] {
+        let stats = showcase
+            .apply(&[ingested(&b, version, offset)])
+            .await
+            .unwrap();
+        assert_eq!(
+            stats,
+            ApplyStats {
+                stored: 1,
+                repeated: 0
+            }
+        );
+    }
+    let current = showcase.current("birth_certificate", &b).await.unwrap();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0].record.version, 3);
+    assert_eq!(current[0].offset, 6);
+    assert_eq!(showcase.count().await.unwrap(), 2);
+    assert_eq!(showcase.history_count().await.unwrap(), 6);
 }
 
 /// On SQLite a batch longer than one statement's rows (500) goes in several
 /// statements of one transaction; on PostgreSQL any batch is one statement
-/// of arrays for both tables. Either way all of it is applied, and applying
+/// of arrays. Either way all of it is applied, and applying
 /// it again changes nothing.
 #[tokio::test]
 async fn batches_longer_than_one_statement_apply_whole() {
@@ -86,16 +108,16 @@ async fn batches_longer_than_one_statement_apply_whole() {
         assert_eq!(
             stats,
             ApplyStats {
-                applied: n,
-                stale: 0
+                stored: n,
+                repeated: 0
             }
         );
         let again = showcase.apply(batch).await.expect("repeat applies");
         assert_eq!(
             again,
             ApplyStats {
-                applied: 0,
-                stale: n
+                stored: 0,
+                repeated: n
             }
         );
     }
@@ -109,8 +131,8 @@ async fn batches_longer_than_one_statement_apply_whole() {
     assert_eq!(last[0].offset, 1200);
 }
 
-/// A batch the database refuses part-way (here a trigger refuses one
-/// history row, after the current table took the batch's upserts) leaves
+/// A batch the database refuses part-way (here a trigger refuses one row,
+/// after an earlier row of the batch went in) leaves
 /// nothing of itself, and the connection it ran on is clean for the next
 /// batch: on SQLite the batch is one text from BEGIN to COMMIT, so a failure
 /// inside it must be rolled back by hand.
