@@ -5,6 +5,7 @@ mod echo;
 mod floor;
 mod ingest;
 mod load;
+mod part;
 mod query;
 mod report;
 mod seed;
@@ -70,6 +71,12 @@ struct Args {
     /// Skip the mTLS comparison.
     #[arg(long)]
     no_tls: bool,
+    /// Times only this part, `--part-count` times, on a showcase of the
+    /// first of `--sizes` (reads), and writes no report (part.rs).
+    #[arg(long, value_enum)]
+    part: Option<part::Part>,
+    #[arg(long, default_value_t = PARTS_ALONE)]
+    part_count: u64,
     /// Where the report goes; default docs/BENCHMARKS.md, or
     /// docs/BENCHMARKS-postgres.md with --postgres-url.
     #[arg(long)]
@@ -473,6 +480,16 @@ async fn main() -> anyhow::Result<()> {
         args.seconds > 0 && args.concurrency > 0,
         "--seconds and --concurrency must be at least 1"
     );
+    if let Some(part) = args.part {
+        return part::run(
+            part,
+            args.part_count,
+            args.concurrency,
+            args.sizes[0],
+            args.postgres_url,
+        )
+        .await;
+    }
     let shape = LoadShape {
         concurrency: args.concurrency,
         connections: args.connections,
