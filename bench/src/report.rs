@@ -380,9 +380,9 @@ impl Report {
              One signed birth certificate per citizen, written straight into a fresh showcase \
              with the ingest's own SQL (bench/src/seed.rs), then queried as above. The fixed \
              rate is half of the peak at the smallest size, the same for every size. Bytes \
-             are measured right after seeding: the showcase's one table (every version with \
-             its envelope; a record's newest version is its current one) + its key \
-             index.\n\n\
+             are measured right after seeding: current table + history (the history holds \
+             every version with its envelope; the current table says which version is \
+             current) + indexes.\n\n\
              | records | seeded in s | database MiB | bytes / record | peak calls/s | p50 ms | p99 ms | p99.9 ms | p99 ms at {:.0} calls/s |\n\
              |---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             first.at_fixed_rate.per_second()

@@ -126,7 +126,7 @@ pub fn ingested(n: u64, record: Record, now_us: i64) -> IngestedRecord {
 }
 
 /// What the showcase occupies on disk: (whole database bytes, bytes of the
-/// showcase's table with its index).
+/// two showcase tables with their indexes).
 pub async fn footprint(showcase: &Showcase) -> anyhow::Result<(i64, i64)> {
     let db = showcase.database();
     Ok(match db.backend {
@@ -145,16 +145,18 @@ pub async fn footprint(showcase: &Showcase) -> anyhow::Result<(i64, i64)> {
             (pages * page_size, pages * page_size)
         }
         Backend::Postgres => {
-            sqlx::query("VACUUM ANALYZE showcase_history")
+            sqlx::query("VACUUM ANALYZE showcase_records")
                 .execute(&db.pool)
                 .await?;
             let whole: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
                 .fetch_one(&db.pool)
                 .await?;
-            let tables: i64 =
-                sqlx::query_scalar("SELECT pg_total_relation_size('showcase_history')")
-                    .fetch_one(&db.pool)
-                    .await?;
+            let tables: i64 = sqlx::query_scalar(
+                "SELECT pg_total_relation_size('showcase_records') \
+                 + pg_total_relation_size('showcase_history')",
+            )
+            .fetch_one(&db.pool)
+            .await?;
             (whole, tables)
         }
     })

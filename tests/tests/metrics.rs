@@ -34,7 +34,7 @@ async fn services_expose_prometheus_metrics() {
         r#"govbus_rpc_requests_total{service="govbus.v1.OnceOnly",method="GetEvidence",code="Ok"}"#,
         r#"govbus_rpc_requests_total{service="govbus.v1.OnceOnly",method="GetEvidence",code="PermissionDenied"} 1"#,
         r#"govbus_rpc_duration_seconds_bucket{service="govbus.v1.OnceOnly",method="GetEvidence",le="0.005"}"#,
-        r#"govbus_records_ingested_total{outcome="stored"} 1"#,
+        r#"govbus_records_ingested_total{outcome="applied"} 1"#,
         r#"govbus_records_dead_lettered_total{topic="govbus.records.birth_certificate"} 1"#,
         r#"govbus_audit_chain_length{chain="broker"}"#,
         r#"govbus_records_published_total{record_type="birth_certificate",outcome="accepted"} 1"#,

@@ -196,7 +196,7 @@ async fn publish_and_query_traces_reach_an_otlp_receiver_and_connect() {
         .collect();
     assert_eq!(process.len(), 1, "one ingest batch linked to the publish");
     assert_eq!(process[0].kind, SpanKind::Consumer as i32);
-    let write = find("govbus-broker", "INSERT showcase_history");
+    let write = find("govbus-broker", "INSERT showcase_records");
     assert!(
         write
             .iter()
@@ -215,7 +215,7 @@ async fn publish_and_query_traces_reach_an_otlp_receiver_and_connect() {
             .iter()
             .all(|q| hex(&q.parent_span_id) == query_parent && q.kind == SpanKind::Server as i32)
     );
-    let reads = find("govbus-broker", "SELECT showcase_history");
+    let reads = find("govbus-broker", "SELECT showcase_records");
     let answered = queries.last().unwrap();
     // What the request did is on its span; traces take no info events.
     assert_eq!(

@@ -53,7 +53,7 @@ async fn a_rebuilt_showcase_has_the_live_digest() {
         .unwrap();
     assert_eq!(report.messages, 65);
     assert_eq!(report.refused, 1);
-    assert_eq!(report.stored + report.repeated, 64);
+    assert_eq!(report.applied + report.stale, 64);
 
     let rebuilt = govbus_store::Showcase::open(&into).await.unwrap();
     let (live, rebuilt) = (

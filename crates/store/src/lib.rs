@@ -1,15 +1,14 @@
 //! The showcase: a versioned, materialised view of every record on the bus,
 //! in SQLite (embedded default) or PostgreSQL (production) through sqlx.
 
-/// SQL keeping, of the history rows `h`, each record's newest version — its
-/// current one (migration 0008: the history is the showcase's one table) —
-/// for `concat!` into the statements that read current records. One seek
-/// in the history's key index per row.
-macro_rules! newest_version_only {
+/// SQL joining the history row `h` that holds the envelope of the current
+/// row `r` (migration 0006: each version's envelope is stored once, in the
+/// history), for `concat!` into the statements that read current records.
+macro_rules! join_history_of_current {
     () => {
-        " NOT EXISTS (SELECT 1 FROM showcase_history AS newer \
-           WHERE newer.record_type = h.record_type AND newer.subject_id = h.subject_id \
-             AND newer.record_key = h.record_key AND newer.version > h.version) "
+        " JOIN showcase_history AS h \
+           ON h.record_type = r.record_type AND h.subject_id = r.subject_id \
+          AND h.record_key = r.record_key AND h.version = r.version "
     };
 }
 

@@ -38,12 +38,10 @@ pub struct StoredRecord {
 /// What one batch did to the showcase.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ApplyStats {
-    /// Versions the showcase did not hold yet, now stored (the newest of a
-    /// record is its current version, an older one joins its past).
-    pub stored: u64,
-    /// Versions it already held (a redelivery, a producer's retry): left
-    /// as they were.
-    pub repeated: u64,
+    /// Became the current version of their (type, subject, key).
+    pub applied: u64,
+    /// Older than or equal to the current version: kept in history only if new there.
+    pub stale: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -54,36 +52,70 @@ pub struct Showcase {
     reads: Arc<OnceLock<CurrentReads>>,
 }
 
-/// The showcase's one table: every version of every record, its envelope
-/// included, once — the first copy of a version stays (`ON_CONFLICT`). A
-/// record's current version is the newest one the table holds
-/// (`newest_version_only!`, migration 0008).
-pub(crate) const TABLE: &str = "showcase_history";
+/// The two tables of the showcase. Every version, envelope included, goes
+/// to the history once; the current table says which version is current
+/// and takes its envelope from the history (migration 0006).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Table {
+    Current,
+    History,
+}
 
-/// The table's columns, in the order rows are bound.
-pub(crate) const COLUMNS: &str = "record_type, subject_id, record_key, version, record_id, \
-     status, content_hash, kafka_topic, kafka_partition, kafka_offset, ingested_at_us, envelope";
-
-/// Columns bound per row.
-pub(crate) const WIDTH: usize = {
-    let (columns, mut i, mut commas) = (COLUMNS.as_bytes(), 0, 0);
-    while i < columns.len() {
-        commas += (columns[i] == b',') as usize;
-        i += 1;
+impl Table {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Current => "showcase_records",
+            Self::History => "showcase_history",
+        }
     }
-    commas + 1
-};
 
-/// A version enters the table once.
-pub(crate) const ON_CONFLICT: &str =
-    " ON CONFLICT (record_type, subject_id, record_key, version) DO NOTHING";
+    pub(crate) fn columns(self) -> &'static str {
+        match self {
+            Self::Current => {
+                "record_type, subject_id, record_key, version, record_id, status, \
+                 content_hash, kafka_topic, kafka_partition, kafka_offset, ingested_at_us"
+            }
+            Self::History => {
+                "record_type, subject_id, record_key, version, record_id, status, \
+                 content_hash, kafka_topic, kafka_partition, kafka_offset, ingested_at_us, \
+                 envelope"
+            }
+        }
+    }
 
-/// A multi-row INSERT of `rows` rows.
-pub(crate) fn insert_sql(backend: crate::Backend, rows: usize) -> String {
-    format!(
-        "INSERT INTO {TABLE} ({COLUMNS}) VALUES {}{ON_CONFLICT}",
-        crate::database::values_placeholders(backend, rows, WIDTH),
-    )
+    /// Columns bound per row.
+    pub(crate) fn width(self) -> usize {
+        self.columns().split(',').count()
+    }
+
+    /// A multi-row INSERT of `rows` rows.
+    pub(crate) fn insert_sql(self, backend: crate::Backend, rows: usize) -> String {
+        format!(
+            "INSERT INTO {} ({}) VALUES {}{}",
+            self.name(),
+            self.columns(),
+            crate::database::values_placeholders(backend, rows, self.width()),
+            self.conflict()
+        )
+    }
+
+    /// What follows the VALUES: a record becomes current only over an older
+    /// version; a version enters the history once.
+    pub(crate) fn conflict(self) -> &'static str {
+        match self {
+            Self::Current => {
+                " ON CONFLICT (record_type, subject_id, record_key) DO UPDATE SET \
+                   version = excluded.version, record_id = excluded.record_id, \
+                   status = excluded.status, content_hash = excluded.content_hash, \
+                   kafka_topic = excluded.kafka_topic, kafka_partition = excluded.kafka_partition, \
+                   kafka_offset = excluded.kafka_offset, ingested_at_us = excluded.ingested_at_us \
+                 WHERE excluded.version > showcase_records.version"
+            }
+            Self::History => {
+                " ON CONFLICT (record_type, subject_id, record_key, version) DO NOTHING"
+            }
+        }
+    }
 }
 
 impl Showcase {
@@ -101,9 +133,9 @@ impl Showcase {
         &self.db
     }
 
-    /// Applies a batch in one transaction: each version the showcase does
-    /// not hold yet is stored, and a record's newest version is its current
-    /// one. Nothing of the batch is visible until all of it is.
+    /// Applies a batch in one transaction: each record becomes current unless
+    /// a version at least as new is already there, and enters the history
+    /// once. Nothing of the batch is visible until all of it is.
     pub async fn apply(&self, batch: &[IngestedRecord]) -> Result<ApplyStats, StoreError> {
         self.apply_prepared(&self.prepare(batch)).await
     }
@@ -116,20 +148,20 @@ impl Showcase {
 
     /// The database half of [`Showcase::apply`]: many rows per statement
     /// (one statement per record cost a round trip each: found by the
-    /// benchmark), all of them in one transaction.
+    /// benchmark), both tables in one transaction.
     #[tracing::instrument(name = "showcase_apply", skip_all, fields(
-        otel.name = "INSERT showcase_history",
+        otel.name = "INSERT showcase_records",
         otel.kind = "client",
         db.system.name = self.db.backend.system_name(),
         db.operation.name = "INSERT",
-        db.collection.name = "showcase_history",
+        db.collection.name = "showcase_records",
         db.operation.batch.size = batch.len(),
     ))]
     pub async fn apply_prepared(&self, batch: &PreparedBatch) -> Result<ApplyStats, StoreError> {
-        let stored = batch.write(&self.db).await?;
+        let applied = batch.write(&self.db).await?;
         Ok(ApplyStats {
-            stored,
-            repeated: batch.len() as u64 - stored,
+            applied,
+            stale: batch.len() as u64 - applied,
         })
     }
 
@@ -137,11 +169,11 @@ impl Showcase {
     /// Concurrent calls share one statement (see `current_reads`); the span
     /// is the caller's wait for it.
     #[tracing::instrument(name = "showcase_current", skip_all, fields(
-        otel.name = "SELECT showcase_history",
+        otel.name = "SELECT showcase_records",
         otel.kind = "client",
         db.system.name = self.db.backend.system_name(),
         db.operation.name = "SELECT",
-        db.collection.name = "showcase_history",
+        db.collection.name = "showcase_records",
     ))]
     pub async fn current(
         &self,
@@ -191,12 +223,11 @@ impl Showcase {
             .await?)
     }
 
-    /// Number of current records (operators, tests): the distinct keys of
-    /// the history, read off its key index in order.
+    /// Number of current records (operators, tests).
     pub async fn count(&self) -> Result<i64, StoreError> {
-        let sql = "SELECT COUNT(*) FROM (SELECT DISTINCT record_type, subject_id, record_key \
-                   FROM showcase_history) AS records";
-        Ok(sqlx::query_scalar(sql).fetch_one(&self.db.pool).await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM showcase_records")
+            .fetch_one(&self.db.pool)
+            .await?)
     }
 }
 
@@ -214,8 +245,8 @@ pub struct ShowcaseDigest {
 
 impl Showcase {
     pub async fn digest(&self) -> Result<ShowcaseDigest, StoreError> {
-        let (current_records, current) = self.rows_digest(true).await?;
-        let (history_records, history) = self.rows_digest(false).await?;
+        let (current_records, current) = self.table_digest(Table::Current).await?;
+        let (history_records, history) = self.table_digest(Table::History).await?;
         Ok(ShowcaseDigest {
             current_records,
             current,
@@ -224,21 +255,24 @@ impl Showcase {
         })
     }
 
-    /// The digest of the current versions only, or of all of them.
-    async fn rows_digest(&self, current_only: bool) -> Result<(i64, String), StoreError> {
+    async fn table_digest(&self, table: Table) -> Result<(i64, String), StoreError> {
         use futures::TryStreamExt;
         use sha2::{Digest, Sha256};
 
         // Where a record came from (offset, ingestion time) is not content.
-        let sql = if current_only {
-            concat!(
-                "SELECT record_type, subject_id, record_key, version, record_id, \
-                        status, content_hash, envelope FROM showcase_history AS h WHERE",
-                newest_version_only!()
-            )
-        } else {
-            "SELECT record_type, subject_id, record_key, version, record_id, \
-                    status, content_hash, envelope FROM showcase_history"
+        let sql = match table {
+            Table::History => {
+                "SELECT record_type, subject_id, record_key, version, record_id, status, \
+                        content_hash, envelope FROM showcase_history"
+            }
+            Table::Current => {
+                concat!(
+                    "SELECT r.record_type, r.subject_id, r.record_key, r.version, r.record_id, \
+                            r.status, r.content_hash, h.envelope \
+                     FROM showcase_records AS r",
+                    join_history_of_current!()
+                )
+            }
         };
         let mut rows = sqlx::query(sql).fetch(&self.db.pool);
         let mut sum = [0u64; 4];

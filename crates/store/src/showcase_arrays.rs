@@ -1,8 +1,8 @@
 //! PostgreSQL: a batch of ingested records written as one statement whose
-//! parameters are 12 arrays, one per column.
+//! parameters are 13 arrays, one per column.
 //!
 //! As a multi-row VALUES list a batch of 500 records was a statement of
-//! 6,000 parameters, sqlx's `Any` copied every value twice (into an
+//! 11,500 parameters, sqlx's `Any` copied every value twice (into an
 //! `AnyValue`, then into the driver's arguments), and each batch length
 //! was a statement text of its own to prepare (sqlx keeps 100 per
 //! connection). This one text is prepared once. `Any` has no arrays, so
@@ -16,28 +16,45 @@ use sqlx::{
     postgres::{PgArguments, PgPool},
 };
 
-use crate::{
-    IngestedRecord, StoreError,
-    showcase::{COLUMNS, ON_CONFLICT, TABLE},
-};
+use crate::{IngestedRecord, StoreError, showcase::Table};
 
-/// The batch in one statement (which PostgreSQL runs as a transaction of
-/// its own), with the columns and conflict rule of the SQLite path. Rows
-/// are inserted in key order (`ord` keeps it), the order of row locks of
-/// every writer (replicas during a rebalance). The array types follow
-/// `COLUMNS`.
+/// Both tables in one statement (data-modifying CTEs, which PostgreSQL runs
+/// as a transaction of its own: one round trip where BEGIN, two INSERTs and
+/// COMMIT took four), with the columns and conflict rules of the SQLite
+/// path. Row locks are taken current table first, in key order, as by every
+/// other writer (replicas during a rebalance): the main query reads
+/// `current`, and PostgreSQL runs a data-modifying CTE nobody reads
+/// (`history`) after the main query. `rows` come in key order (`ord`
+/// keeps it); `newest` marks the version of each record that may become
+/// current. The array types follow `Table::History`'s columns.
 static APPLY: LazyLock<String> = LazyLock::new(|| {
+    let (history, current) = (Table::History, Table::Current);
     format!(
-        "INSERT INTO {TABLE} ({COLUMNS}) \
-         SELECT {COLUMNS} FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], \
-           $5::text[], $6::int8[], $7::bytea[], $8::text[], $9::int8[], $10::int8[], \
-           $11::int8[], $12::bytea[]) WITH ORDINALITY AS t({COLUMNS}, ord) \
-         ORDER BY ord{ON_CONFLICT}"
+        "WITH rows AS (\
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], \
+             $6::int8[], $7::bytea[], $8::text[], $9::int8[], $10::int8[], $11::int8[], \
+             $12::bytea[], $13::bool[]) WITH ORDINALITY AS t({history_columns}, newest, ord)), \
+         history AS (INSERT INTO {history_table} ({history_columns}) \
+           SELECT {history_columns} FROM rows ORDER BY ord{history_conflict}), \
+         current AS (INSERT INTO {current_table} ({current_columns}) \
+           SELECT {current_columns} FROM rows WHERE newest ORDER BY ord{current_conflict} \
+           RETURNING 1) \
+         SELECT COUNT(*) FROM current",
+        history_table = history.name(),
+        history_columns = history.columns(),
+        history_conflict = history.conflict(),
+        current_table = current.name(),
+        current_columns = current.columns(),
+        current_conflict = current.conflict(),
     )
 });
 
-/// The 12 arrays of `all` (in key order).
-pub(crate) fn arguments(all: &[&IngestedRecord]) -> Result<PgArguments, BoxDynError> {
+/// The 13 arrays of `all` (in key order), `is_newest` marking those that
+/// may become current.
+pub(crate) fn arguments(
+    all: &[&IngestedRecord],
+    is_newest: &[bool],
+) -> Result<PgArguments, BoxDynError> {
     let mut args = PgArguments::default();
     args.add(column(all, |i| i.record.record_type.as_str()))?;
     args.add(column(all, |i| i.record.subject_id.as_str()))?;
@@ -51,15 +68,17 @@ pub(crate) fn arguments(all: &[&IngestedRecord]) -> Result<PgArguments, BoxDynEr
     args.add(column(all, |i| i.offset))?;
     args.add(column(all, |i| i.ingested_at_us))?;
     args.add(column(all, |i| i.envelope.as_slice()))?;
+    args.add(is_newest)?;
     Ok(args)
 }
 
-/// Writes a batch bound by `arguments`; returns the rows inserted.
+/// Writes a batch bound by `arguments`; returns the rows that became
+/// current.
 pub(crate) async fn apply(pool: &PgPool, args: PgArguments) -> Result<u64, StoreError> {
-    let done = sqlx::query_with(sqlx::AssertSqlSafe(APPLY.as_str()), args)
-        .execute(pool)
+    let applied: i64 = sqlx::query_scalar_with(sqlx::AssertSqlSafe(APPLY.as_str()), args)
+        .fetch_one(pool)
         .await?;
-    Ok(done.rows_affected())
+    Ok(applied as u64)
 }
 
 /// One column of the batch, as the array bound for it.

@@ -1,13 +1,13 @@
 //! A batch of ingested records made ready for the showcase, and writing it.
 //!
-//! Preparing — ordering the batch, encoding every value for the driver —
-//! needs no
+//! Preparing — ordering the batch, picking the version of each record that
+//! may become current, encoding every value for the driver — needs no
 //! database. The broker's ingest prepares batch n+1 on the blocking pool
 //! while its one writer stores batch n, so the writer's turn is only the
 //! statement: the writer is the ingest's slower stage, and this CPU work
 //! was about a third of its time (docs/PROFILING.md, session 15).
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use sqlx::{
     Arguments as _, Row as _,
@@ -15,7 +15,7 @@ use sqlx::{
     sqlite::{Sqlite, SqliteArguments},
 };
 
-use crate::{Backend, Database, IngestedRecord, StoreError, showcase, showcase_arrays};
+use crate::{Backend, Database, IngestedRecord, StoreError, showcase::Table, showcase_arrays};
 
 /// A batch ready to be written by [`crate::Showcase::apply_prepared`];
 /// cheap to clone (a write that failed is tried again with a clone).
@@ -44,20 +44,46 @@ enum Statement {
 const ROWS_PER_STATEMENT: usize = 500;
 
 impl PreparedBatch {
-    /// Orders `batch` by key and version — a stable order of row locks
-    /// across concurrent writers (replicas during a rebalance), and
-    /// neighbouring keys written together — and encodes the statement's
-    /// values.
+    /// Orders `batch` (a stable order of row locks across concurrent
+    /// writers — replicas during a rebalance — in both tables), picks the
+    /// newest version of each record in it for the current table (one
+    /// upsert may touch a row once only: PostgreSQL refuses more; every
+    /// version goes to the history), and encodes the statement's values.
     pub(crate) fn new(backend: Backend, batch: &[IngestedRecord]) -> Self {
-        fn key(r: &IngestedRecord) -> (&str, &str, &str, u64) {
+        fn record(r: &IngestedRecord) -> (&str, &str, &str) {
             let r = &r.record;
-            (&r.record_type, &r.subject_id, &r.record_key, r.version)
+            (&r.record_type, &r.subject_id, &r.record_key)
+        }
+        fn key(r: &IngestedRecord) -> ((&str, &str, &str), u64) {
+            (record(r), r.record.version)
+        }
+        let mut newest: HashMap<(&str, &str, &str), &IngestedRecord> =
+            HashMap::with_capacity(batch.len());
+        for item in batch {
+            let slot = newest.entry(record(item)).or_insert(item);
+            if item.record.version > slot.record.version {
+                *slot = item;
+            }
         }
         let mut all: Vec<&IngestedRecord> = batch.iter().collect();
         all.sort_by(|a, b| key(a).cmp(&key(b)));
+        let is_newest: Vec<bool> = all
+            .iter()
+            .map(|item| std::ptr::eq(newest[&record(item)], *item))
+            .collect();
         let statement = match backend {
-            Backend::Postgres => showcase_arrays::arguments(&all).map(Statement::Postgres),
-            Backend::Sqlite => sqlite_statement(&all),
+            Backend::Postgres => {
+                showcase_arrays::arguments(&all, &is_newest).map(Statement::Postgres)
+            }
+            Backend::Sqlite => {
+                // In key order, as `all` is.
+                let current: Vec<&IngestedRecord> = all
+                    .iter()
+                    .zip(&is_newest)
+                    .filter_map(|(item, &newest)| newest.then_some(*item))
+                    .collect();
+                sqlite_statement(&current, &all)
+            }
         };
         Self {
             records: batch.len(),
@@ -74,8 +100,8 @@ impl PreparedBatch {
         self.records == 0
     }
 
-    /// Writes the batch in one transaction; returns the versions stored
-    /// (those the showcase did not hold yet).
+    /// Writes the batch in one transaction; returns the rows that became
+    /// current.
     pub(crate) async fn write(&self, db: &Database) -> Result<u64, StoreError> {
         match &self.statement {
             Statement::Sqlite { sql, args } => apply_sqlite(db, sql.clone(), args.clone()).await,
@@ -95,22 +121,47 @@ fn wrong_backend() -> StoreError {
 }
 
 /// SQLite: a batch in one hand-off to SQLite's thread — BEGIN, the
-/// inserts, COMMIT as one text of several statements (sqlx binds anonymous
-/// parameters across them in order), with the changes counted before and
-/// after the inserts.
-/// As separate hand-offs (BEGIN, each INSERT, COMMIT) each waited for
-/// SQLite's thread to be scheduled on a busy machine: BEGIN alone was 11 %
-/// of the ingest writer's time (docs/PROFILING.md).
-fn sqlite_statement(all: &[&IngestedRecord]) -> Result<Statement, sqlx::error::BoxDynError> {
+/// upserts of the current table, the history, COMMIT as one text of several
+/// statements (sqlx binds anonymous parameters across them in order), with
+/// the changes counted before and after the upserts.
+/// As four hand-offs (BEGIN, two INSERTs, COMMIT) each waited for SQLite's
+/// thread to be scheduled on a busy machine: BEGIN alone was 11 % of the
+/// ingest writer's time (docs/PROFILING.md).
+fn sqlite_statement(
+    current: &[&IngestedRecord],
+    all: &[&IngestedRecord],
+) -> Result<Statement, sqlx::error::BoxDynError> {
     let mut sql = String::from("BEGIN IMMEDIATE; SELECT total_changes(); ");
-    for chunk in all.chunks(ROWS_PER_STATEMENT) {
-        sql += &showcase::insert_sql(Backend::Sqlite, chunk.len());
+    for chunk in current.chunks(ROWS_PER_STATEMENT) {
+        sql += &Table::Current.insert_sql(Backend::Sqlite, chunk.len());
         sql += "; ";
     }
-    sql += "SELECT total_changes(); COMMIT";
+    sql += "SELECT total_changes(); ";
+    for chunk in all.chunks(ROWS_PER_STATEMENT) {
+        sql += &Table::History.insert_sql(Backend::Sqlite, chunk.len());
+        sql += "; ";
+    }
+    sql += "COMMIT";
     let mut args = SqliteArguments::default();
-    args.reserve(all.len() * showcase::WIDTH, 0);
-    for item in all {
+    args.reserve(
+        current.len() * Table::Current.width() + all.len() * Table::History.width(),
+        0,
+    );
+    bind_rows(&mut args, Table::Current, current)?;
+    bind_rows(&mut args, Table::History, all)?;
+    Ok(Statement::Sqlite {
+        sql: sql.into(),
+        args,
+    })
+}
+
+/// Adds the columns of `table` for each of `rows`, in order.
+fn bind_rows(
+    args: &mut SqliteArguments,
+    table: Table,
+    rows: &[&IngestedRecord],
+) -> Result<(), sqlx::error::BoxDynError> {
+    for item in rows {
         let r = &item.record;
         args.add(r.record_type.as_str())?;
         args.add(r.subject_id.as_str())?;
@@ -123,17 +174,16 @@ fn sqlite_statement(all: &[&IngestedRecord]) -> Result<Statement, sqlx::error::B
         args.add(i64::from(item.partition))?;
         args.add(item.offset)?;
         args.add(item.ingested_at_us)?;
-        args.add(item.envelope.as_slice())?;
+        if table == Table::History {
+            args.add(item.envelope.as_slice())?;
+        }
     }
-    Ok(Statement::Sqlite {
-        sql: sql.into(),
-        args,
-    })
+    Ok(())
 }
 
 /// Runs a prepared SQLite text in this process's write turn, on the native
-/// driver (`Any` would copy every value once more). Returns the rows
-/// inserted.
+/// driver (`Any` would copy every value once more). Returns the rows of the
+/// current table inserted or updated.
 async fn apply_sqlite(
     db: &Database,
     sql: Arc<str>,

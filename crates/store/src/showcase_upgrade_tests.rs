@@ -1,7 +1,6 @@
-//! A showcase written before migrations 0006 (envelopes in both tables)
-//! and 0008 (the current table dropped) reads the same after them: every
-//! current record keeps its envelope, now the newest version's in the
-//! history, and the content digest does not change.
+//! A showcase written before migration 0006 (envelopes in both tables)
+//! reads the same after it: every current record keeps its envelope, now
+//! taken from the history, and the content digest does not change.
 
 use crate::{Backend, Database, Showcase};
 
@@ -60,11 +59,12 @@ async fn upgrade_keeps_every_current_record(url: &str) {
 
     let showcase = Showcase::open(url).await.expect("migrated");
     let reads = showcase.database().pool.clone();
-    let current: Vec<(String, Vec<u8>)> = sqlx::query_as(concat!(
-        "SELECT subject_id, envelope FROM showcase_history AS h WHERE",
-        newest_version_only!(),
-        "ORDER BY subject_id"
-    ))
+    let current: Vec<(String, Vec<u8>)> = sqlx::query_as(
+        "SELECT r.subject_id, h.envelope FROM showcase_records AS r \
+         JOIN showcase_history AS h ON h.record_type = r.record_type \
+          AND h.subject_id = r.subject_id AND h.record_key = r.record_key \
+          AND h.version = r.version ORDER BY r.subject_id",
+    )
     .fetch_all(&reads)
     .await
     .expect("current records");

@@ -324,13 +324,13 @@ impl Ingestor {
         loop {
             match self.showcase.apply_prepared(good).await {
                 Ok(stats) => {
-                    metrics::counter!("govbus_records_ingested_total", "outcome" => "stored")
-                        .increment(stats.stored);
-                    metrics::counter!("govbus_records_ingested_total", "outcome" => "repeated")
-                        .increment(stats.repeated);
+                    metrics::counter!("govbus_records_ingested_total", "outcome" => "applied")
+                        .increment(stats.applied);
+                    metrics::counter!("govbus_records_ingested_total", "outcome" => "stale")
+                        .increment(stats.stale);
                     debug!(
-                        stored = stats.stored,
-                        repeated = stats.repeated,
+                        applied = stats.applied,
+                        stale = stats.stale,
                         dead,
                         "batch stored"
                     );

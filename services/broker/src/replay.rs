@@ -25,10 +25,8 @@ use crate::BrokerError;
 pub struct RebuildReport {
     pub partitions: usize,
     pub messages: u64,
-    /// Versions stored (new to the showcase).
-    pub stored: u64,
-    /// Versions it already held.
-    pub repeated: u64,
+    pub applied: u64,
+    pub stale: u64,
     pub refused: u64,
 }
 
@@ -112,15 +110,15 @@ pub async fn rebuild(
         }
         if batch.len() >= batch_max || remaining.is_empty() {
             let stats = showcase.apply(&batch).await?;
-            report.stored += stats.stored;
-            report.repeated += stats.repeated;
+            report.applied += stats.applied;
+            report.stale += stats.stale;
             batch.clear();
         }
     }
     info!(
         messages = report.messages,
-        stored = report.stored,
-        repeated = report.repeated,
+        applied = report.applied,
+        stale = report.stale,
         refused = report.refused,
         "showcase rebuilt"
     );

@@ -306,8 +306,8 @@ async fn main() -> anyhow::Result<()> {
             let config: govbus_broker::BrokerConfig = govbus_core::config::load(config.as_deref())?;
             let report = govbus_broker::rebuild_showcase(&config, &into).await?;
             println!(
-                "rebuilt {into} from {} partitions: {} messages, {} versions stored, {} repeated, {} refused",
-                report.partitions, report.messages, report.stored, report.repeated, report.refused
+                "rebuilt {into} from {} partitions: {} messages, {} applied, {} older versions, {} refused",
+                report.partitions, report.messages, report.applied, report.stale, report.refused
             );
             let digest = govbus_store::Showcase::open(&into).await?.digest().await?;
             println!("{digest:?}");
