@@ -75,6 +75,7 @@ struct Args {
     /// first of `--sizes` (reads), and writes no report (part.rs).
     #[arg(long, value_enum)]
     part: Option<part::Part>,
+    /// Reads, records or entries `--part` times.
     #[arg(long, default_value_t = PARTS_ALONE)]
     part_count: u64,
     /// Where the report goes; default docs/BENCHMARKS.md, or
