@@ -75,7 +75,7 @@ struct Args {
     /// first of `--sizes` (reads), and writes no report (part.rs).
     #[arg(long, value_enum)]
     part: Option<part::Part>,
-    /// Reads, records or entries `--part` times.
+    /// Reads, records, entries or calls: `--part` times.
     #[arg(long, default_value_t = PARTS_ALONE)]
     part_count: u64,
     /// Where the report goes; default docs/BENCHMARKS.md, or
@@ -137,30 +137,30 @@ struct Bench {
     shape: LoadShape,
 }
 
-impl Bench {
-    /// A broker on showcase `db` whose citizens `0..subjects` have records.
-    async fn broker(&self, bus: &TestBus, db: &str, tls: bool, subjects: u64) -> (Running, Target) {
-        let mut config = bus.broker_config(db);
-        config.rate_limit = UNLIMITED;
-        config.audit_chain = if tls { "bench-tls" } else { "bench" }.into();
-        // As the README advises for SQLite (and harmless on PostgreSQL).
-        config.audit_database_url = Some(bus.database_url(&format!("audit-{db}")));
-        if !tls {
-            config.insecure_plaintext = plaintext_as(PORTAL);
-        }
-        let broker = bus.broker(config).await;
-        let target = Target {
-            addr: broker.addr,
-            tls: tls.then(|| {
-                TlsMaterial::load(&bus.tls(PORTAL))
-                    .expect("portal tls")
-                    .client_config("localhost")
-            }),
-            subjects,
-        };
-        (broker, target)
+/// A broker on showcase `db` whose citizens `0..subjects` have records.
+pub async fn start_broker(bus: &TestBus, db: &str, tls: bool, subjects: u64) -> (Running, Target) {
+    let mut config = bus.broker_config(db);
+    config.rate_limit = UNLIMITED;
+    config.audit_chain = if tls { "bench-tls" } else { "bench" }.into();
+    // As the README advises for SQLite (and harmless on PostgreSQL).
+    config.audit_database_url = Some(bus.database_url(&format!("audit-{db}")));
+    if !tls {
+        config.insecure_plaintext = plaintext_as(PORTAL);
     }
+    let broker = bus.broker(config).await;
+    let target = Target {
+        addr: broker.addr,
+        tls: tls.then(|| {
+            TlsMaterial::load(&bus.tls(PORTAL))
+                .expect("portal tls")
+                .client_config("localhost")
+        }),
+        subjects,
+    };
+    (broker, target)
+}
 
+impl Bench {
     /// A fresh showcase of `records` citizens; how long it took and its bytes.
     async fn seeded(&self, bus: &TestBus, db: &str, records: u64) -> anyhow::Result<Seeded> {
         let showcase = Showcase::open(&bus.database_url(db)).await?;
@@ -189,7 +189,7 @@ impl Bench {
         let db = format!("showcase-{size}.db");
         step(&format!("query: showcase of {size} records"));
         let seeded = self.seeded(bus, &db, size).await?;
-        let (broker, target) = self.broker(bus, &db, false, size).await;
+        let (broker, target) = start_broker(bus, &db, false, size).await;
         let reply = query::sample_reply(&target).await?;
         let echo = echo::EchoServer::start(reply.clone()).await?;
         let echo_target = Target {
@@ -214,15 +214,10 @@ impl Bench {
         broker.stop().await;
         step("query: the parts alone (an audit entry, a showcase read)");
         let group = self.shape.concurrency;
-        let audit_db = Showcase::open(&bus.database_url(&format!("audit-alone-{db}"))).await?;
-        let audit_alone = floor::audit(
-            &AuditLog::new(audit_db.database().clone()),
-            PARTS_ALONE,
-            group,
-            size,
-        )
-        .await?;
-        audit_db.database().close().await;
+        // Opened as the broker opens its own (`audit_database_url`).
+        let audit_log = AuditLog::open(&bus.database_url(&format!("audit-alone-{db}"))).await?;
+        let audit_alone = floor::audit(&audit_log, PARTS_ALONE, group, size).await?;
+        audit_log.database().close().await;
         let showcase = Showcase::open(&bus.database_url(&db)).await?;
         let read_alone = floor::read(&showcase, PARTS_ALONE, group, size).await?;
         showcase.database().close().await;
@@ -232,14 +227,9 @@ impl Bench {
             read_alone.cpu_us_each()
         );
         step("query: the waits alone (an audit commit, a disk sync)");
-        let commits_db = Showcase::open(&bus.database_url(&format!("audit-commits-{db}"))).await?;
-        let commit_alone = floor::audit_commits(
-            &AuditLog::new(commits_db.database().clone()),
-            WAITS_ALONE,
-            size,
-        )
-        .await?;
-        commits_db.database().close().await;
+        let commits_log = AuditLog::open(&bus.database_url(&format!("audit-commits-{db}"))).await?;
+        let commit_alone = floor::audit_commits(&commits_log, WAITS_ALONE, size).await?;
+        commits_log.database().close().await;
         let dir = bus.dir.path().to_path_buf();
         let disk_sync =
             tokio::task::spawn_blocking(move || floor::disk_syncs(&dir, WAITS_ALONE)).await??;
@@ -271,7 +261,7 @@ impl Bench {
 
         if !self.args.no_tls {
             step("query: govbus broker with mTLS at peak");
-            let (broker, target) = self.broker(bus, &db, true, size).await;
+            let (broker, target) = start_broker(bus, &db, true, size).await;
             let peak = query::peak(&target, self.shape).await?;
             println!("   {}", peak.summary());
             step(&format!(
@@ -293,7 +283,7 @@ impl Bench {
             let db = format!("showcase-{size}.db");
             step(&format!("scaling: showcase of {size} records"));
             let seeded = self.seeded(bus, &db, size).await?;
-            let (broker, target) = self.broker(bus, &db, false, size).await;
+            let (broker, target) = start_broker(bus, &db, false, size).await;
             let peak = query::peak(&target, self.shape).await?;
             println!("   peak: {}", peak.summary());
             let at_fixed_rate = query::at_rate(&target, self.shape, rate).await?;
@@ -384,7 +374,7 @@ impl Bench {
             .context("no raw run")?;
 
         let db = "ingest.db";
-        let (broker, broker_target) = self.broker(&bus, db, false, 1).await;
+        let (broker, broker_target) = start_broker(&bus, db, false, 1).await;
         let mut adapter_config = bus.adapter_config(FHDY);
         adapter_config.rate_limit = UNLIMITED;
         adapter_config.insecure_plaintext = plaintext_as(FHDY);
@@ -485,7 +475,7 @@ async fn main() -> anyhow::Result<()> {
         return part::run(
             part,
             args.part_count,
-            args.concurrency,
+            (args.concurrency, args.connections),
             args.sizes[0],
             args.postgres_url,
         )

@@ -11,7 +11,11 @@ use govbus_security::TlsMaterial;
 use govbus_store::{AuditLog, Showcase};
 use govbus_tests::{FHDY, TestBus};
 
-use crate::{floor, seed};
+use crate::{
+    echo, floor,
+    query::{self, Target},
+    seed,
+};
 
 /// The parts `--part` can time.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -24,6 +28,13 @@ pub enum Part {
     /// Audit entries through the broker's appender, in groups of
     /// `concurrency`.
     Audit,
+    /// Whole `GetEvidence` calls to a broker over plaintext gRPC,
+    /// `concurrency` at once over `connections`: what a call costs above
+    /// the parts (policy, tracing, hand-offs, the audit copy).
+    Query,
+    /// The same calls to the bare tonic baseline (`echo.rs`), after the
+    /// same set-up as `query`: the bare exchange, for the difference.
+    Echo,
 }
 
 /// Runs `part` `count` times on a bus of its own (SQLite, or databases on
@@ -31,7 +42,7 @@ pub enum Part {
 pub async fn run(
     part: Part,
     count: u64,
-    concurrency: usize,
+    (concurrency, connections): (usize, usize),
     subjects: u64,
     postgres_url: Option<String>,
 ) -> anyhow::Result<()> {
@@ -48,8 +59,15 @@ pub async fn run(
             floor::store(&showcase, &signer, count, batch).await?
         }
         Part::Audit => {
-            let log = AuditLog::new(showcase.database().clone());
-            floor::audit(&log, count, concurrency, subjects).await?
+            let log = AuditLog::open(&bus.database_url("part-audit.db")).await?;
+            let cost = floor::audit(&log, count, concurrency, subjects).await?;
+            log.database().close().await;
+            cost
+        }
+        Part::Query | Part::Echo => {
+            seed::fill(&showcase, signer, 0, subjects, |_| {}).await?;
+            showcase.database().close().await;
+            return calls(&bus, part, count, (concurrency, connections), subjects).await;
         }
     };
     showcase.database().close().await;
@@ -59,5 +77,35 @@ pub async fn run(
         cost.elapsed.as_secs_f64(),
         cost.cpu_us_each()
     );
+    Ok(())
+}
+
+/// `count` calls to a broker on the part's showcase of `subjects`
+/// citizens, or to the echo baseline beside it (both are started either
+/// way, so that the two counts differ by the calls alone).
+async fn calls(
+    bus: &TestBus,
+    part: Part,
+    count: u64,
+    (concurrency, connections): (usize, usize),
+    subjects: u64,
+) -> anyhow::Result<()> {
+    let (broker, broker_target) = crate::start_broker(bus, "part.db", false, subjects).await;
+    let echo = echo::EchoServer::start(query::sample_reply(&broker_target).await?).await?;
+    let target = match part {
+        Part::Echo => Target {
+            addr: echo.addr,
+            ..broker_target
+        },
+        _ => broker_target,
+    };
+    let started = std::time::Instant::now();
+    query::calls(&target, concurrency, connections, count).await?;
+    println!(
+        "{part:?}: {count} calls in {:.3} s",
+        started.elapsed().as_secs_f64()
+    );
+    drop(echo);
+    broker.stop().await;
     Ok(())
 }

@@ -133,6 +133,45 @@ pub async fn peak(target: &Target, shape: LoadShape) -> anyhow::Result<LoadResul
     checked(result)
 }
 
+/// Exactly `count` calls, `concurrency` at a time, and no clock: for
+/// counting instructions per call (`--part query`), where a timed loop
+/// would make as many calls as valgrind's speed allows.
+pub async fn calls(
+    target: &Target,
+    concurrency: usize,
+    connections: usize,
+    count: u64,
+) -> anyhow::Result<()> {
+    let target = target.clone();
+    crate::on_load_runtime(async move {
+        let callers = Callers::new(&target, connections).await?;
+        let left = Arc::new(AtomicU64::new(count));
+        let workers: Vec<_> = (0..concurrency.max(1))
+            .map(|slot| {
+                let (callers, left) = (callers.clone(), left.clone());
+                tokio::spawn(async move {
+                    while left
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                        .is_ok()
+                    {
+                        callers
+                            .clone()
+                            .call(slot)
+                            .await
+                            .map_err(anyhow::Error::msg)?;
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.await??;
+        }
+        anyhow::Ok(())
+    })
+    .await?
+}
+
 /// Latency at `rate` calls per second, whatever the server does.
 pub async fn at_rate(target: &Target, shape: LoadShape, rate: f64) -> anyhow::Result<LoadResult> {
     let target = target.clone();

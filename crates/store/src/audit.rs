@@ -240,11 +240,20 @@ impl AuditLog {
     }
 
     /// Connects to a database of the audit trail's own and migrates it (the
-    /// store has one schema; the showcase tables stay empty there).
+    /// store has one schema; the showcase tables stay empty there). Unlike
+    /// the showcase's, its SQLite pages keep SQLite's default size.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        Ok(Self::new(
-            crate::Showcase::open(url).await?.database().clone(),
-        ))
+        let db = Database::connect(url).await?;
+        db.migrate(
+            &crate::showcase::SQLITE_MIGRATIONS,
+            &crate::showcase::POSTGRES_MIGRATIONS,
+        )
+        .await?;
+        Ok(Self::new(db))
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     /// The last (seq, entry_hash) of `chain`; (0, zeros) when it is empty.

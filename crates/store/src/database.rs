@@ -184,9 +184,23 @@ pub struct Database {
     _checkpointer: tokio::sync::mpsc::Sender<()>,
 }
 
+/// SQLite's own default page size, for databases of small rows (the audit
+/// trail, consents, the adapter's outbox and inbox).
+pub const SQLITE_DEFAULT_PAGE_SIZE: u32 = 4096;
+
 impl Database {
-    /// Connects, creating a SQLite file if it does not exist yet.
+    /// Connects, creating a SQLite file of `SQLITE_DEFAULT_PAGE_SIZE` pages
+    /// if it does not exist yet.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with_page_size(url, SQLITE_DEFAULT_PAGE_SIZE).await
+    }
+
+    /// Connects; a SQLite file created now gets pages of `page_size` bytes
+    /// (a power of two, 512 to 65,536). SQLite fixes the page size when it
+    /// first writes the file, and in WAL mode never changes it after: an
+    /// existing database keeps its own, whatever is asked here.
+    /// PostgreSQL ignores it.
+    pub async fn connect_with_page_size(url: &str, page_size: u32) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         let url = match backend {
@@ -217,6 +231,9 @@ impl Database {
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
+                        // First: `journal_mode = WAL` writes the file's header.
+                        let pragma = format!("PRAGMA page_size = {page_size}");
+                        conn.execute(sqlx::AssertSqlSafe(pragma)).await?;
                         for (name, value) in SQLITE_PRAGMAS {
                             let pragma = format!("PRAGMA {name} = {value}");
                             conn.execute(sqlx::AssertSqlSafe(pragma)).await?;
@@ -246,10 +263,14 @@ impl Database {
                     .max_connections(2)
                     .acquire_timeout(Duration::from_secs(3))
                     .test_before_acquire(false)
-                    .connect_lazy_with(SQLITE_PRAGMAS.iter().fold(
-                        sqlx::sqlite::SqliteConnectOptions::from_str(&url)?,
-                        |options, (name, value)| options.pragma(*name, *value),
-                    )),
+                    .connect_lazy_with(
+                        SQLITE_PRAGMAS.iter().fold(
+                            // sqlx sends `page_size` before `journal_mode`.
+                            sqlx::sqlite::SqliteConnectOptions::from_str(&url)?
+                                .pragma("page_size", page_size.to_string()),
+                            |options, (name, value)| options.pragma(*name, *value),
+                        ),
+                    ),
             ),
             Backend::Postgres => None,
         };
@@ -387,6 +408,54 @@ mod tests {
         let native = db.native_sqlite().expect("native pool on SQLite");
         let mut native = native.acquire().await.expect("native connection");
         assert_eq!(settings!(native), expected);
+    }
+
+    async fn page_size(db: &Database) -> i64 {
+        sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&db.pool)
+            .await
+            .expect("page size")
+    }
+
+    /// A new showcase gets pages that hold its envelopes, the audit trail's
+    /// own database SQLite's default; a file made before keeps its pages
+    /// when opened as a showcase, and opens whole.
+    #[tokio::test]
+    async fn a_page_size_applies_to_new_files_only() {
+        let (_dir, showcase_url) = crate::test_databases::temp_sqlite("showcase.db");
+        let showcase = crate::Showcase::open(&showcase_url)
+            .await
+            .expect("showcase");
+        let showcase_pages = i64::from(crate::showcase::SHOWCASE_PAGE_SIZE);
+        assert_eq!(page_size(showcase.database()).await, showcase_pages);
+        let native: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(showcase.database().native_sqlite().expect("native pool"))
+            .await
+            .expect("native page size");
+        assert_eq!(native, showcase_pages);
+
+        let (_dir, audit_url) = crate::test_databases::temp_sqlite("audit.db");
+        crate::AuditLog::open(&audit_url).await.expect("audit");
+        let audit = Database::connect(&audit_url).await.expect("audit again");
+        assert_eq!(page_size(&audit).await, i64::from(SQLITE_DEFAULT_PAGE_SIZE));
+
+        let (_dir, old_url) = crate::test_databases::temp_sqlite("old.db");
+        let old = Database::connect(&old_url).await.expect("old file");
+        sqlx::query("CREATE TABLE earlier (x INTEGER)")
+            .execute(&old.pool)
+            .await
+            .expect("a first write");
+        old.close().await;
+        let reopened = crate::Showcase::open(&old_url).await.expect("reopened");
+        assert_eq!(
+            page_size(reopened.database()).await,
+            i64::from(SQLITE_DEFAULT_PAGE_SIZE)
+        );
+        let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_one(&reopened.database().pool)
+            .await
+            .expect("integrity check");
+        assert_eq!(check, "ok");
     }
 
     /// A write transaction that reads first, while another pool on the same
