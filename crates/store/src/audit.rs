@@ -252,6 +252,7 @@ impl AuditLog {
         Ok(Self::new(db))
     }
 
+    /// The database the trail is in.
     pub fn database(&self) -> &Database {
         &self.db
     }

@@ -186,7 +186,7 @@ pub struct Database {
 
 /// SQLite's own default page size, for databases of small rows (the audit
 /// trail, consents, the adapter's outbox and inbox).
-pub const SQLITE_DEFAULT_PAGE_SIZE: u32 = 4096;
+pub(crate) const SQLITE_DEFAULT_PAGE_SIZE: u32 = 4096;
 
 impl Database {
     /// Connects, creating a SQLite file of `SQLITE_DEFAULT_PAGE_SIZE` pages
@@ -200,7 +200,10 @@ impl Database {
     /// first writes the file, and in WAL mode never changes it after: an
     /// existing database keeps its own, whatever is asked here.
     /// PostgreSQL ignores it.
-    pub async fn connect_with_page_size(url: &str, page_size: u32) -> Result<Self, StoreError> {
+    pub(crate) async fn connect_with_page_size(
+        url: &str,
+        page_size: u32,
+    ) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         let url = match backend {
