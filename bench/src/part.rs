@@ -1,9 +1,11 @@
 //! One part of the floor (`floor.rs`) timed alone, and nothing else:
-//! `govbus-bench --part read --part-count N`. For counting instructions
-//! under callgrind, where a whole bench would take hours and where the
-//! cloud machine's noise (other tenants, steal) does not reach: the
-//! difference between two counts, N and 2N, is what N more reads, entries
-//! or records cost, whatever the set-up around them (docs/PROFILING.md).
+//! `govbus-bench --part read --part-count N`; or N whole calls, to the
+//! broker or to the bare baseline (`--part query|echo`). For counting
+//! instructions under callgrind, where a whole bench would take hours and
+//! where the cloud machine's noise (other tenants, steal) does not reach:
+//! the difference between two counts, N and 2N, is what N more reads,
+//! entries, records or calls cost, whatever the set-up around them
+//! (docs/PROFILING.md).
 
 use std::sync::Arc;
 
@@ -38,7 +40,8 @@ pub enum Part {
 }
 
 /// Runs `part` `count` times on a bus of its own (SQLite, or databases on
-/// `postgres_url`) whose showcase, for reads, holds `subjects` citizens.
+/// `postgres_url`) whose showcase, for reads and calls, holds `subjects`
+/// citizens.
 pub async fn run(
     part: Part,
     count: u64,

@@ -243,12 +243,7 @@ impl AuditLog {
     /// store has one schema; the showcase tables stay empty there). Unlike
     /// the showcase's, its SQLite pages keep SQLite's default size.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let db = Database::connect(url).await?;
-        db.migrate(
-            &crate::showcase::SQLITE_MIGRATIONS,
-            &crate::showcase::POSTGRES_MIGRATIONS,
-        )
-        .await?;
+        let db = crate::showcase::migrated(Database::connect(url).await?).await?;
         Ok(Self::new(db))
     }
 

@@ -128,11 +128,17 @@ impl Table {
 /// its commits are of one or two small entries, whose frames would double.
 pub(crate) const SHOWCASE_PAGE_SIZE: u32 = 8192;
 
+/// `db` with the store's one schema (showcase, consents, audit trail)
+/// migrated to the newest version.
+pub(crate) async fn migrated(db: Database) -> Result<Database, StoreError> {
+    db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
+    Ok(db)
+}
+
 impl Showcase {
     /// Connects to `url` and migrates the schema.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let db = Database::connect_with_page_size(url, SHOWCASE_PAGE_SIZE).await?;
-        db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
+        let db = migrated(Database::connect_with_page_size(url, SHOWCASE_PAGE_SIZE).await?).await?;
         Ok(Self {
             db,
             reads: Default::default(),
