@@ -8,8 +8,8 @@ use govbus_store::{AuditEntry, AuditLog};
 use govbus_tests::*;
 use tonic::Code;
 
-/// The seqs of `chain` on the audit topic, in the order of the topic (the
-/// requests of one test are about one subject: one partition).
+/// The seqs of `chain` on the audit topic, in the order of the topic (a
+/// chain is one partition).
 fn copied(bus: &TestBus, chain: &str) -> Vec<i64> {
     read_topic_payloads(bus, govbus_kafka::AUDIT_TOPIC)
         .iter()
@@ -57,11 +57,19 @@ async fn published(bus: &TestBus, db: &str, chain: &str) -> i64 {
 async fn every_entry_reaches_the_audit_topic_once_and_in_order() {
     let bus = TestBus::start();
     let broker = bus.broker(with_own_trail(&bus)).await;
-    ask(&broker, &pinfl(1700), 60, 20).await;
+    // Requests about six subjects: the entries are still one sequence.
+    for subject in 0..6 {
+        ask(&broker, &pinfl(1710 + subject), 10, 10).await;
+    }
     broker.stop().await;
 
     assert_eq!(copied(&bus, "broker"), (1..=60).collect::<Vec<_>>());
     assert_eq!(published(&bus, "audit.db", "broker").await, 60);
+    let keys: Vec<String> = read_topic(&bus, govbus_kafka::AUDIT_TOPIC)
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    assert_eq!(keys, vec!["broker".to_string(); 60], "keyed by chain");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,10 @@
 //! Copying the audit trail to the Kafka audit topic, for archives and
 //! other systems to follow. The trail in the database is the record; the
-//! topic is a copy, in chain order within a partition, at least once
-//! (consumers deduplicate by chain and seq).
+//! topic is a copy, at least once (consumers deduplicate by chain and seq).
+//! Entries are keyed by their chain, so a chain is one partition in chain
+//! order: a follower checks its hashes from the topic alone, and each of
+//! the copy's rounds is one batch (keyed by subject, a round of a few
+//! entries went to as many partitions, each compressed on its own).
 //!
 //! The writer hands each committed group to the copy in memory, so an
 //! entry is not read back from the database to be copied: reading every
@@ -37,6 +40,12 @@ const QUEUED_GROUPS: usize = 256;
 const MARK_EVERY: Duration = Duration::from_secs(1);
 /// The pause after Kafka refused a batch.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// A round of the copy lasts at least this long: what commits meanwhile
+/// goes in the next round's one produce request. Each request has a fixed
+/// cost (librdkafka's threads, the batch's frame and compression, the
+/// broker's answer), and rounds as fast as Kafka answers carried a few
+/// entries each at peak.
+const ROUND: Duration = Duration::from_millis(10);
 
 /// The writer's side: offers each committed group to the copy.
 #[derive(Debug)]
@@ -176,10 +185,12 @@ impl AuditCopy {
             if received == 0 {
                 break;
             }
+            let round = Instant::now() + ROUND;
             let entries: Vec<ChainedEntry> = groups.drain(..).flatten().collect();
             if !copier.copy(entries).await {
                 tokio::time::sleep(RETRY_AFTER).await;
             }
+            tokio::time::sleep_until(round).await;
             if copier.marked_at.elapsed() >= MARK_EVERY {
                 copier.mark().await;
             }
@@ -264,13 +275,7 @@ impl Copier {
         let records = entries
             .iter()
             .zip(&bodies)
-            .map(|(e, body)| {
-                (
-                    e.entry.subject_id.as_bytes(),
-                    body.as_bytes(),
-                    OwnedHeaders::new(),
-                )
-            })
+            .map(|(e, body)| (e.chain.as_bytes(), body.as_bytes(), OwnedHeaders::new()))
             .collect();
         // The idempotent producer keeps the order within a partition;
         // after a failure the rest is sent again, so the topic is

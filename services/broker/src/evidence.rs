@@ -129,21 +129,15 @@ impl EvidenceQuery {
         } else {
             request.request_id
         };
-        let known = spec.field_names();
-        let unknown: Vec<&str> = request
-            .fields
-            .iter()
-            .filter(|f| !known.contains(f))
-            .map(String::as_str)
-            .collect();
-        if !unknown.is_empty() {
+        // Names are listed only for the error: most requests name no fields.
+        if let Err(unknown) = spec.field_numbers(&request.fields) {
             return Err(invalid(
                 "fields",
                 format!(
                     "{} has no field {}; its fields are {}",
                     spec.name,
                     unknown.join(", "),
-                    known.join(", ")
+                    spec.field_names().join(", ")
                 ),
             ));
         }
