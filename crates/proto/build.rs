@@ -2,11 +2,12 @@
 //! descriptor set for server reflection and the record catalog, and generates
 //! the prost messages and tonic services from it.
 
-use std::{env, fs, path::PathBuf};
+use std::{env, error::Error, fs, path::PathBuf};
 
 use prost::Message;
+use tonic_prost_build::manual;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn Error>> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = [
         "govbus/v1/record.proto",
@@ -30,6 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("govbus_descriptor.bin"), fds.encode_to_vec())?;
 
+    served_once_only(&fds)?;
+
     // Type names let callers pack payloads into `Any` without spelling them.
     let mut config = tonic_prost_build::Config::new();
     config.enable_type_names();
@@ -43,4 +46,70 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .compile_fds_with_config(fds, config)?;
     Ok(())
+}
+
+/// The broker's `OnceOnly` server (`served::once_only_server`): the public
+/// service's methods and routes, with `GetEvidence` answering
+/// `served::GetEvidenceResponse` (src/served.rs says why).
+fn served_once_only(fds: &prost_types::FileDescriptorSet) -> Result<(), Box<dyn Error>> {
+    let service = fds
+        .file
+        .iter()
+        .filter(|file| file.package() == "govbus.v1")
+        .flat_map(|file| &file.service)
+        .find(|service| service.name() == "OnceOnly")
+        .ok_or("govbus.v1.OnceOnly is not in proto/")?;
+    let mut served = manual::Service::builder()
+        .name("OnceOnly")
+        .package("govbus.v1");
+    for method in &service.method {
+        if method.client_streaming() || method.server_streaming() {
+            return Err(format!(
+                "OnceOnly.{} streams: src/served.rs has no such form",
+                method.name()
+            )
+            .into());
+        }
+        let output = match method.output_type() {
+            ".govbus.v1.GetEvidenceResponse" => "crate::served::GetEvidenceResponse".to_string(),
+            other => rust_path(other)?,
+        };
+        served = served.method(
+            manual::Method::builder()
+                .name(snake_case(method.name()))
+                .route_name(method.name())
+                .input_type(rust_path(method.input_type())?)
+                .output_type(output)
+                .codec_path("tonic_prost::ProstCodec")
+                .build(),
+        );
+    }
+    manual::Builder::new()
+        .build_client(false)
+        .compile(&[served.build()]);
+    Ok(())
+}
+
+/// `.govbus.v1.Name` as `crate::v1::Name`.
+fn rust_path(proto_name: &str) -> Result<String, Box<dyn Error>> {
+    let name = proto_name
+        .strip_prefix(".govbus.v1.")
+        .ok_or_else(|| format!("{proto_name} is not a govbus.v1 message"))?;
+    Ok(format!("crate::v1::{name}"))
+}
+
+/// `GetEvidence` as `get_evidence`.
+fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -252,3 +252,66 @@ async fn evidence_requests_are_checked_and_minimised() {
     adapter.stop().await;
     broker.stop().await;
 }
+
+/// An envelope damaged in the showcase (a disk fault, a hand edit) is never
+/// sent on, whole or minimised: the caller gets INTERNAL without detail and
+/// the other records are served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envelope_damaged_at_rest_is_not_served() {
+    let bus = TestBus::start();
+    let broker = bus.broker(bus.broker_config("showcase.db")).await;
+    let adapter = bus.adapter(bus.adapter_config(FHDY)).await;
+    let (damaged, intact) = (pinfl(60), pinfl(61));
+    publish(
+        &adapter,
+        vec![
+            birth_record(&damaged, 1, "Olim"),
+            birth_record(&intact, 1, "Nodir"),
+        ],
+    )
+    .await
+    .unwrap();
+    wait_for_records(&broker, &damaged, "birth_certificate").await;
+    wait_for_records(&broker, &intact, "birth_certificate").await;
+
+    // Ten bytes cut off the end: inside the signature block, the last field.
+    let db = govbus_store::Database::connect(&bus.database_url("showcase.db"))
+        .await
+        .unwrap();
+    let cut = sqlx::query(
+        "UPDATE showcase_history SET envelope = substr(envelope, 1, length(envelope) - 10) \
+         WHERE subject_id = $1",
+    )
+    .bind(&damaged)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(cut.rows_affected(), 1);
+
+    let mut client = broker.once_only_client().await;
+    for fields in [vec![], vec!["date_of_birth".to_string()]] {
+        let status = client
+            .get_evidence(GetEvidenceRequest {
+                fields: fields.clone(),
+                ..evidence_request(&damaged, "birth_certificate")
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::Internal,
+            "fields {fields:?}: {status:?}"
+        );
+        assert_eq!(status.message(), "stored record is corrupt");
+    }
+    let answer = client
+        .get_evidence(evidence_request(&intact, "birth_certificate"))
+        .await
+        .unwrap()
+        .into_inner();
+    let record = answer.evidence[0].record.as_ref().unwrap();
+    govbus_security::verify(record, &bus.ca_der()).expect("the intact record verifies");
+
+    adapter.stop().await;
+    broker.stop().await;
+}

@@ -51,6 +51,15 @@ async fn published_record_reads_back_byte_equal_with_provenance() {
     assert_eq!(provenance.topic, result.topic);
     assert_eq!(provenance.partition, result.partition);
     assert_eq!(provenance.offset, result.offset);
+    assert_eq!(provenance.source_agency, "civil-registry");
+    assert_eq!(provenance.source_system, "fhdy");
+    // Released whole, the record is the envelope the showcase holds.
+    let stored = open_showcase(&bus, "showcase.db")
+        .await
+        .current("birth_certificate", &subject)
+        .await
+        .unwrap();
+    assert_eq!(prost::Message::encode_to_vec(got), stored[0].envelope);
 
     adapter.stop().await;
     broker.stop().await;

@@ -56,7 +56,7 @@ async fn records_removed_before_ingest_are_reported() {
             .await
             .unwrap()
             .first()
-            .is_some_and(|stored| stored.record.version == LAST)
+            .is_some_and(|stored| stored.record().unwrap().version == LAST)
     })
     .await;
     let stored = showcase

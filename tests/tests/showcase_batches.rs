@@ -40,9 +40,9 @@ async fn a_batch_with_many_versions_of_one_record_keeps_the_newest() {
     );
     let current = showcase.current("birth_certificate", &a).await.unwrap();
     assert_eq!(current.len(), 1);
-    assert_eq!(current[0].record.version, 3);
+    assert_eq!(current[0].record().unwrap().version, 3);
     assert_eq!(current[0].offset, 1, "the first copy of version 3 is kept");
-    let key = current[0].record.record_key.clone();
+    let key = current[0].record().unwrap().record_key;
     assert_eq!(
         showcase
             .history_len("birth_certificate", &a, &key)
@@ -61,7 +61,7 @@ async fn a_batch_with_many_versions_of_one_record_keeps_the_newest() {
         }
     );
     let current = showcase.current("birth_certificate", &a).await.unwrap();
-    assert_eq!(current[0].record.version, 3);
+    assert_eq!(current[0].record().unwrap().version, 3);
     assert_eq!(showcase.count().await.unwrap(), 2);
     assert_eq!(showcase.history_count().await.unwrap(), 4);
 
@@ -82,7 +82,7 @@ async fn a_batch_with_many_versions_of_one_record_keeps_the_newest() {
     }
     let current = showcase.current("birth_certificate", &b).await.unwrap();
     assert_eq!(current.len(), 1);
-    assert_eq!(current[0].record.version, 3);
+    assert_eq!(current[0].record().unwrap().version, 3);
     assert_eq!(current[0].offset, 6);
     assert_eq!(showcase.count().await.unwrap(), 2);
     assert_eq!(showcase.history_count().await.unwrap(), 6);
@@ -177,7 +177,11 @@ async fn a_batch_refused_part_way_leaves_nothing_and_the_next_applies() {
         .current("birth_certificate", &pinfl(0))
         .await
         .unwrap();
-    assert_eq!(current[0].record.version, 1, "nothing of the refused batch");
+    assert_eq!(
+        current[0].record().unwrap().version,
+        1,
+        "nothing of the refused batch"
+    );
     assert!(
         showcase
             .current("birth_certificate", &poison)
@@ -203,7 +207,7 @@ async fn a_batch_refused_part_way_leaves_nothing_and_the_next_applies() {
         .current("birth_certificate", &pinfl(0))
         .await
         .unwrap();
-    assert_eq!(current[0].record.version, 2);
+    assert_eq!(current[0].record().unwrap().version, 2);
     assert_eq!(showcase.count().await.unwrap(), 4);
     assert_eq!(showcase.history_count().await.unwrap(), 5);
 }
@@ -245,15 +249,13 @@ async fn concurrent_reads_each_get_their_own_records() {
     let (answers, nul) = tokio::join!(futures::future::join_all(lookups), nul);
     assert!(nul.expect("a NUL key is just not found").is_empty());
     for (n, births) in answers {
-        let keys: Vec<&str> = births
-            .iter()
-            .map(|s| s.record.record_key.as_str())
-            .collect();
+        let records: Vec<_> = births.iter().map(|s| s.record().unwrap()).collect();
+        let keys: Vec<&str> = records.iter().map(|r| r.record_key.as_str()).collect();
         let expected: Vec<String> = (0..n % 4).map(|k| format!("key-{k}")).collect();
         assert_eq!(keys, expected, "citizen {n}");
-        for stored in &births {
-            assert_eq!(stored.record.subject_id, pinfl(n));
-            assert_eq!(stored.record.record_type, "birth_certificate");
+        for record in &records {
+            assert_eq!(record.subject_id, pinfl(n));
+            assert_eq!(record.record_type, "birth_certificate");
         }
     }
     let marriages = showcase

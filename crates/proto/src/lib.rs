@@ -1,8 +1,10 @@
 //! The govbus wire contracts, generated from `proto/` at build time.
 //!
 //! `v1` holds the envelope and the gRPC services; `records` holds the typed
-//! record payloads. [`FILE_DESCRIPTOR_SET`] carries every message (well-known
-//! types included) for server reflection and for the record catalog.
+//! record payloads; `served` the broker's side of `OnceOnly`, whose answers
+//! carry stored envelopes as bytes. [`FILE_DESCRIPTOR_SET`] carries every
+//! message (well-known types included) for server reflection and for the
+//! record catalog.
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod govbus {
@@ -18,6 +20,8 @@ pub mod govbus {
 
 pub use govbus::records::v1 as records;
 pub use govbus::v1;
+
+pub mod served;
 
 /// Encoded `google.protobuf.FileDescriptorSet` of all govbus protos and their imports.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -15,23 +15,12 @@ use futures::TryStreamExt as _;
 use sqlx::Row as _;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Backend, Database, StoreError};
+use crate::{Backend, Database, StoreError, StoredRecord};
 
 /// Lookups one statement answers, at most.
 const MAX_BATCH: usize = 256;
 
-/// A current record's columns, not yet decoded (callers decode on their own
-/// task, not on the reader's).
-#[derive(Debug)]
-pub(crate) struct RawRecord {
-    pub envelope: Vec<u8>,
-    pub topic: String,
-    pub partition: i64,
-    pub offset: i64,
-    pub ingested_at_us: i64,
-}
-
-type Answer = Result<Vec<RawRecord>, StoreError>;
+type Answer = Result<Vec<StoredRecord>, StoreError>;
 
 struct Lookup {
     record_type: String,
@@ -135,7 +124,7 @@ async fn read_batch(
     db: &Database,
     connection: &mut Option<sqlx::AnyConnection>,
     batch: &[Lookup],
-) -> Result<HashMap<usize, Vec<RawRecord>>, StoreError> {
+) -> Result<HashMap<usize, Vec<StoredRecord>>, StoreError> {
     let conn = match connection {
         Some(conn) => conn,
         None => connection.insert(db.detached().await?),
@@ -148,13 +137,14 @@ async fn read_batch(
     let mut rows = sqlx::query(batch_sql(db.backend))
         .bind(keys)
         .fetch(&mut *conn);
-    let mut found: HashMap<usize, Vec<RawRecord>> = HashMap::with_capacity(batch.len());
+    let mut found: HashMap<usize, Vec<StoredRecord>> = HashMap::with_capacity(batch.len());
     while let Some(row) = rows.try_next().await? {
         let index: i64 = row.try_get(0)?;
-        found.entry(index as usize).or_default().push(RawRecord {
+        let partition: i64 = row.try_get(3)?;
+        found.entry(index as usize).or_default().push(StoredRecord {
             envelope: row.try_get(1)?,
             topic: row.try_get(2)?,
-            partition: row.try_get(3)?,
+            partition: partition as i32,
             offset: row.try_get(4)?,
             ingested_at_us: row.try_get(5)?,
         });

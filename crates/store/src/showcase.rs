@@ -25,14 +25,23 @@ pub struct IngestedRecord {
     pub ingested_at_us: i64,
 }
 
-/// A current record as the showcase holds it.
+/// A current record as the showcase holds it: the envelope bytes as
+/// consumed (an answer sends them on without decoding them) and where they
+/// came from.
 #[derive(Debug, Clone)]
 pub struct StoredRecord {
-    pub record: Record,
+    pub envelope: Vec<u8>,
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
     pub ingested_at_us: i64,
+}
+
+impl StoredRecord {
+    /// The envelope decoded.
+    pub fn record(&self) -> Result<Record, StoreError> {
+        Ok(Record::decode(self.envelope.as_slice())?)
+    }
 }
 
 /// What one batch did to the showcase.
@@ -199,20 +208,7 @@ impl Showcase {
         let reads = self
             .reads
             .get_or_init(|| CurrentReads::start(self.db.clone()));
-        reads
-            .current(record_type, subject_id)
-            .await?
-            .into_iter()
-            .map(|raw| {
-                Ok(StoredRecord {
-                    record: Record::decode(raw.envelope.as_slice())?,
-                    topic: raw.topic,
-                    partition: raw.partition as i32,
-                    offset: raw.offset,
-                    ingested_at_us: raw.ingested_at_us,
-                })
-            })
-            .collect()
+        reads.current(record_type, subject_id).await
     }
 
     /// How many versions of one record the history holds (operators, tests).

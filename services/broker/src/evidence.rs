@@ -6,15 +6,19 @@ use govbus_core::{
     Catalog, RecordTypeSpec, SubjectId,
     time::{micros_to_timestamp, now_micros, timestamp_to_micros},
 };
-use govbus_proto::v1::{
-    Evidence, EvidenceStatus, GetEvidenceRequest, GetEvidenceResponse, ListAccessesRequest,
-    ListAccessesResponse, ListRecordTypesRequest, ListRecordTypesResponse, Provenance, Record,
-    RecordStatus, RecordTypeInfo, once_only_server::OnceOnly,
+use govbus_proto::{
+    served::{self, RecordHead, once_only_server::OnceOnly},
+    v1::{
+        EvidenceStatus, GetEvidenceRequest, ListAccessesRequest, ListAccessesResponse,
+        ListRecordTypesRequest, ListRecordTypesResponse, Provenance, Record, RecordStatus,
+        RecordTypeInfo,
+    },
 };
 use govbus_security::Identity;
 use govbus_store::{
     AuditEntry, AuditLog, ConsentScope, ConsentState, Consents, Showcase, StoreError, StoredRecord,
 };
+use prost::Message as _;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, error, info};
 
@@ -187,7 +191,7 @@ impl OnceOnlyService {
         &self,
         caller: &Identity,
         query: &EvidenceQuery,
-    ) -> Result<(GetEvidenceResponse, String), EvidenceError> {
+    ) -> Result<(served::GetEvidenceResponse, String), EvidenceError> {
         let policy = self.policy.current();
         let allowed = policy.authorise(caller, &query.spec, &query.purpose, &query.fields)?;
         if policy.consent_required(&query.spec.name) {
@@ -220,7 +224,7 @@ impl OnceOnlyService {
                 .join(","),
         };
         Ok((
-            GetEvidenceResponse {
+            served::GetEvidenceResponse {
                 request_id: query.request_id.clone(),
                 evidence,
                 showcase_as_of: as_of.map(micros_to_timestamp),
@@ -257,35 +261,42 @@ impl OnceOnlyService {
 }
 
 /// Evidence from a stored record, minimised to the `allowed` field numbers
-/// (`None`: all) so that it still verifies against its signature.
+/// (`None`: all) so that it still verifies against its signature. A record
+/// released whole goes out as the bytes the showcase holds, undecoded.
 fn to_evidence(
     stored: StoredRecord,
     allowed: Option<&[u32]>,
     now_us: i64,
-) -> Result<Evidence, EvidenceError> {
+) -> Result<served::Evidence, EvidenceError> {
     let StoredRecord {
-        mut record,
+        envelope,
         topic,
         partition,
         offset,
         ingested_at_us,
     } = stored;
-    let status = evidence_status(&record, now_us);
-    if let Some(keep) = allowed {
-        govbus_core::minimise(&mut record, keep)
-            .map_err(|e| EvidenceError::Corrupt(e.to_string()))?;
-    }
-    Ok(Evidence {
+    let corrupt = |e: prost::DecodeError| EvidenceError::Corrupt(e.to_string());
+    let head = RecordHead::decode(envelope.as_slice()).map_err(corrupt)?;
+    let record = match allowed {
+        None => envelope,
+        Some(keep) => {
+            let mut record = Record::decode(envelope.as_slice()).map_err(corrupt)?;
+            govbus_core::minimise(&mut record, keep)
+                .map_err(|e| EvidenceError::Corrupt(e.to_string()))?;
+            record.encode_to_vec()
+        }
+    };
+    Ok(served::Evidence {
+        status: evidence_status(&head, now_us) as i32,
         provenance: Some(Provenance {
-            source_agency: record.source_agency.clone(),
-            source_system: record.source_system.clone(),
+            source_agency: head.source_agency,
+            source_system: head.source_system,
             topic,
             partition,
             offset,
             ingested_at: Some(micros_to_timestamp(ingested_at_us)),
         }),
-        record: Some(record),
-        status: status as i32,
+        record,
     })
 }
 
@@ -293,7 +304,7 @@ fn to_evidence(
 fn audit_entry(
     raw: AuditEntry,
     query: &EvidenceQuery,
-    result: &Result<(GetEvidenceResponse, String), EvidenceError>,
+    result: &Result<(served::GetEvidenceResponse, String), EvidenceError>,
 ) -> AuditEntry {
     let (decision, reason, fields, records) = match result {
         Ok((reply, released)) => (
@@ -321,10 +332,10 @@ fn audit_entry(
     }
 }
 
-fn evidence_status(record: &Record, now_us: i64) -> EvidenceStatus {
-    if record.status == RecordStatus::Revoked as i32 {
+fn evidence_status(head: &RecordHead, now_us: i64) -> EvidenceStatus {
+    if head.status == RecordStatus::Revoked as i32 {
         EvidenceStatus::Revoked
-    } else if record
+    } else if head
         .valid_until
         .as_ref()
         .is_some_and(|until| timestamp_to_micros(until) < now_us)
@@ -340,7 +351,7 @@ impl OnceOnly for OnceOnlyService {
     async fn get_evidence(
         &self,
         request: Request<GetEvidenceRequest>,
-    ) -> Result<Response<GetEvidenceResponse>, Status> {
+    ) -> Result<Response<served::GetEvidenceResponse>, Status> {
         let span = govbus_server::rpc_span!(
             "get_evidence",
             "govbus.v1.OnceOnly",

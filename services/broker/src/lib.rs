@@ -14,7 +14,7 @@ mod replay;
 use std::{net::SocketAddr, sync::Arc};
 
 use govbus_core::{Catalog, ConfigError};
-use govbus_proto::v1::{consents_server::ConsentsServer, once_only_server::OnceOnlyServer};
+use govbus_proto::{served::once_only_server::OnceOnlyServer, v1::consents_server::ConsentsServer};
 use govbus_store::Showcase;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
