@@ -4,6 +4,7 @@
 
 use std::{env, error::Error, fs, path::PathBuf};
 
+use heck::ToSnakeCase as _;
 use prost::Message;
 use tonic_prost_build::manual;
 
@@ -76,7 +77,7 @@ fn served_once_only(fds: &prost_types::FileDescriptorSet) -> Result<(), Box<dyn 
         };
         served = served.method(
             manual::Method::builder()
-                .name(snake_case(method.name()))
+                .name(method.name().to_snake_case())
                 .route_name(method.name())
                 .input_type(rust_path(method.input_type())?)
                 .output_type(output)
@@ -96,20 +97,4 @@ fn rust_path(proto_name: &str) -> Result<String, Box<dyn Error>> {
         .strip_prefix(".govbus.v1.")
         .ok_or_else(|| format!("{proto_name} is not a govbus.v1 message"))?;
     Ok(format!("crate::v1::{name}"))
-}
-
-/// `GetEvidence` as `get_evidence`.
-fn snake_case(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 4);
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

@@ -275,14 +275,13 @@ fn to_evidence(
         offset,
         ingested_at_us,
     } = stored;
-    let corrupt = |e: prost::DecodeError| EvidenceError::Corrupt(e.to_string());
-    let head = RecordHead::decode(envelope.as_slice()).map_err(corrupt)?;
+    let corrupt = |e: &dyn std::fmt::Display| EvidenceError::Corrupt(e.to_string());
+    let head = RecordHead::decode(envelope.as_slice()).map_err(|e| corrupt(&e))?;
     let record = match allowed {
         None => envelope,
         Some(keep) => {
-            let mut record = Record::decode(envelope.as_slice()).map_err(corrupt)?;
-            govbus_core::minimise(&mut record, keep)
-                .map_err(|e| EvidenceError::Corrupt(e.to_string()))?;
+            let mut record = Record::decode(envelope.as_slice()).map_err(|e| corrupt(&e))?;
+            govbus_core::minimise(&mut record, keep).map_err(|e| corrupt(&e))?;
             record.encode_to_vec()
         }
     };
