@@ -155,16 +155,22 @@ fn create_parent_dir(url: &str) -> Result<(), StoreError> {
 /// Every SQLite connection's settings, in this order. WAL lets queries run
 /// while the consumer writes; synchronous=FULL because Kafka offsets advance
 /// only after a commit, so a commit must survive power loss. Checkpoints
-/// run in the background (`checkpoint_in_background`), but under a steady
-/// writer they never reach the WAL's end, so the WAL still grows to the
-/// auto-checkpoint bound every second or two and one commit checkpoints;
-/// 2,000, 4,000 and 100,000 frames were all worse for the queries
-/// (docs/PROFILING.md, session 10).
+/// run in the background (`checkpoint_in_background`) and keep up with the
+/// WAL's end, but under a steady writer SQLite never starts the WAL from its
+/// top again until one commit crosses the auto-checkpoint bound and
+/// checkpoints itself — copying what arrived since the last background
+/// round and syncing the database file, 9–16 ms on session 23's disk, which
+/// every answer waiting on that audit group commit waits for too. At
+/// 10,000 frames that came every ~0.45 s at half load and made the p99;
+/// at 100,000 (a WAL of up to 400 MB at 4 KiB pages, 800 MB for a showcase
+/// of 8 KiB pages) it comes a tenth as often (docs/PROFILING.md, sessions
+/// 10 and 23). Page look-ups stay cheap: a reader searches only the frames
+/// after the last checkpoint.
 const SQLITE_PRAGMAS: [(&str, &str); 5] = [
     ("journal_mode", "WAL"),
     ("synchronous", "FULL"),
     ("busy_timeout", "10000"),
-    ("wal_autocheckpoint", "10000"),
+    ("wal_autocheckpoint", "100000"),
     ("foreign_keys", "ON"),
 ];
 
@@ -403,7 +409,7 @@ mod tests {
     async fn both_sqlite_pools_run_with_the_same_settings() {
         let (_dir, url) = crate::test_databases::temp_sqlite("settings.db");
         let db = Database::connect(&url).await.expect("connect");
-        let expected = ["wal", "2", "10000", "10000", "1"]
+        let expected = ["wal", "2", "10000", "100000", "1"]
             .map(String::from)
             .to_vec();
         let mut any = db.pool.acquire().await.expect("any connection");
