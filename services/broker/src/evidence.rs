@@ -275,13 +275,15 @@ fn to_evidence(
         offset,
         ingested_at_us,
     } = stored;
-    let corrupt = |e: &dyn std::fmt::Display| EvidenceError::Corrupt(e.to_string());
-    let head = RecordHead::decode(envelope.as_slice()).map_err(|e| corrupt(&e))?;
+    fn corrupt(e: impl std::fmt::Display) -> EvidenceError {
+        EvidenceError::Corrupt(e.to_string())
+    }
+    let head = RecordHead::decode(envelope.as_slice()).map_err(corrupt)?;
     let record = match allowed {
         None => envelope,
         Some(keep) => {
-            let mut record = Record::decode(envelope.as_slice()).map_err(|e| corrupt(&e))?;
-            govbus_core::minimise(&mut record, keep).map_err(|e| corrupt(&e))?;
+            let mut record = Record::decode(envelope.as_slice()).map_err(corrupt)?;
+            govbus_core::minimise(&mut record, keep).map_err(corrupt)?;
             record.encode_to_vec()
         }
     };
