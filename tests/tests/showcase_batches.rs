@@ -271,3 +271,55 @@ async fn concurrent_reads_each_get_their_own_records() {
         .expect("an odd key is just not found");
     assert!(odd.is_empty());
 }
+
+/// A write abandoned by its caller (shutdown, a dropped task) from at once
+/// to after it finished leaves all of its batch or none, and the writer's
+/// connection, the only one on SQLite, serves the next batch at once: a
+/// text abandoned between its BEGIN and COMMIT must not leave its
+/// transaction open on the connection (found by removing `close_on_drop`).
+#[tokio::test]
+async fn a_write_abandoned_at_any_point_leaves_its_batch_whole_or_absent() {
+    const RECORDS: i64 = 1_500;
+    let bus = TestBus::start();
+    let showcase = open_showcase(&bus, "showcase.db").await;
+    let db = showcase.database();
+    let mut abandoned = 0;
+    for (round, micros) in [0u64, 20, 100, 400, 1_500, 5_000, 20_000, 80_000]
+        .into_iter()
+        .enumerate()
+    {
+        // Offsets tell each round's batch apart: round r holds r·10⁴ + i.
+        let first = round as i64 * 10_000;
+        let batch: Vec<IngestedRecord> = (0..RECORDS)
+            .map(|i| ingested(&pinfl((first + i) as u32), 1, first + i))
+            .collect();
+        let write = showcase.apply(&batch);
+        match tokio::time::timeout(std::time::Duration::from_micros(micros), write).await {
+            Ok(applied) => {
+                applied.expect("a write left to finish applies");
+            }
+            Err(_) => abandoned += 1,
+        }
+        let after = vec![ingested(&pinfl(900_000 + round as u32), 1, first + 9_999)];
+        showcase
+            .apply(&after)
+            .await
+            .expect("the next batch applies after an abandoned one");
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM showcase_history WHERE kafka_offset >= $1 AND kafka_offset < $2",
+        )
+        .bind(first)
+        .bind(first + RECORDS)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert!(
+            stored == 0 || stored == RECORDS,
+            "round {round} (abandoned after {micros} µs): {stored} of {RECORDS} rows"
+        );
+    }
+    assert!(
+        abandoned > 0,
+        "no write was abandoned: the test proves nothing"
+    );
+}

@@ -265,11 +265,15 @@ impl Database {
             Backend::Sqlite => None,
         };
         let native_sqlite = match backend {
-            // Only the ingest writer uses it, one text at a time; kept
-            // connections keep their page cache.
+            // Only the ingest writer uses it, one text at a time, so one
+            // connection: its page cache stays valid from one batch to the
+            // next. With two, the pool handed them out in turn, and each
+            // batch found its connection's cache stale (the other had
+            // written since) and read its pages again — 10 % more `pread`s,
+            // ~5–10 % more CPU per record (docs/PROFILING.md, session 25).
             Backend::Sqlite => Some(
                 sqlx::sqlite::SqlitePoolOptions::new()
-                    .max_connections(2)
+                    .max_connections(1)
                     .acquire_timeout(Duration::from_secs(3))
                     .test_before_acquire(false)
                     .connect_lazy_with(
