@@ -276,7 +276,8 @@ async fn concurrent_reads_each_get_their_own_records() {
 /// to after it finished leaves all of its batch or none, and the writer's
 /// connection, the only one on SQLite, serves the next batch at once: a
 /// text abandoned between its BEGIN and COMMIT must not leave its
-/// transaction open on the connection (found by removing `close_on_drop`).
+/// transaction open on the connection (without `close_on_drop` in
+/// crates/store/src/showcase_batch.rs this test fails).
 #[tokio::test]
 async fn a_write_abandoned_at_any_point_leaves_its_batch_whole_or_absent() {
     const RECORDS: i64 = 1_500;
