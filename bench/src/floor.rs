@@ -21,7 +21,7 @@ use govbus_adapter::Preparer;
 use govbus_core::time::now_micros;
 use govbus_proto::v1::PublishRequest;
 use govbus_security::Signer;
-use govbus_store::{AuditEntry, AuditLog, IngestedRecord, Showcase};
+use govbus_store::{AuditEntry, AuditLog, Durability, IngestedRecord, Showcase};
 
 use crate::{
     ingest,
@@ -65,8 +65,10 @@ async fn timed(
 
 /// The ingest's write alone: citizens `0..records`, signed beforehand (not
 /// timed), written into `showcase` (a fresh one) by the broker's own code —
-/// `Showcase::apply`: ordering, binding, one transaction per `batch` — one
-/// batch after another.
+/// `Showcase::prepare` and `apply_prepared`: ordering, binding, one
+/// transaction per `batch` — one batch after another, as a broker that is
+/// behind writes them: commits deferred but the last (the broker syncs one
+/// every 100 ms as well, a few per run).
 pub async fn store(
     showcase: &Showcase,
     signer: &Signer,
@@ -80,8 +82,17 @@ pub async fn store(
         .map(|(record, n)| seed::ingested(n, record, now))
         .collect();
     timed(records, async {
-        for chunk in all.chunks(batch.max(1)) {
-            showcase.apply(chunk).await?;
+        let chunks = all.chunks(batch.max(1));
+        let last = chunks.len().saturating_sub(1);
+        for (i, chunk) in chunks.enumerate() {
+            let durability = if i == last {
+                Durability::Synced
+            } else {
+                Durability::Deferred
+            };
+            showcase
+                .apply_prepared(&showcase.prepare(chunk), durability)
+                .await?;
         }
         Ok(())
     })

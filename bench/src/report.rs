@@ -433,7 +433,8 @@ impl Report {
              until all are current in the showcase (the broker checks every record — its \
              inclusion proof, each batch signature once — and binds the batch's values up to \
              two batches ahead of its one writer, which stores current + history in one \
-             transaction per batch, then its offsets; the run ends when \
+             transaction per batch — while behind, synced on disk at least every 100 ms, at \
+             once when caught up — then the offsets of what is synced; the run ends when \
              the last record Kafka took on each partition is current, the whole count is \
              checked once after). Baseline: the same number of \
              signed envelopes \

@@ -611,6 +611,43 @@ pub fn topic_message_count(bus: &TestBus, topic: &str) -> i64 {
         .sum()
 }
 
+/// Whether `group` has committed the high watermark of every non-empty
+/// partition of `topics`.
+pub fn group_is_at_end(bus: &TestBus, group: &str, topics: &[&str]) -> bool {
+    use rdkafka::{
+        Offset,
+        consumer::{BaseConsumer, Consumer},
+    };
+    let consumer: BaseConsumer = bus
+        .kafka()
+        .client_config()
+        .set("group.id", group)
+        .create()
+        .expect("inspecting consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut highs = Vec::new();
+    for &topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .expect("metadata");
+        for p in metadata.topics()[0].partitions() {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(5))
+                .expect("watermarks");
+            tpl.add_partition(topic, p.id());
+            highs.push(high);
+        }
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .expect("committed offsets");
+    committed
+        .elements()
+        .iter()
+        .zip(highs)
+        .all(|(e, high)| high == 0 || e.offset() == Offset::Offset(high))
+}
+
 /// Produces raw bytes to a topic with a plain rdkafka producer, bypassing
 /// the adapter (for duplicates and hostile input).
 pub async fn produce_raw(bus: &TestBus, topic: &str, key: &str, payload: &[u8]) {

@@ -83,3 +83,38 @@ async fn broker_restarted_mid_stream_neither_loses_nor_duplicates() {
     adapter.stop().await;
     broker.stop().await;
 }
+
+/// A broker that starts behind defers the syncs of its commits (every batch
+/// it reads is full) and still stores the offsets of the last one once the
+/// stream stops — synced on its own if no later commit did it — so its
+/// group ends at the end of the topic with every record stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_behind_stores_its_last_offsets_once_they_are_synced() {
+    let bus = TestBus::start();
+    let adapter = bus.adapter(bus.adapter_config(FHDY)).await;
+    let mut client = adapter.adapter_client().await;
+    // Published before the broker starts: a multiple of its batches, all
+    // waiting, so the last batch read is full too.
+    publish_chunks(&mut client, 0..TOTAL / CHUNK).await;
+
+    let showcase = open_showcase(&bus, "showcase.db").await;
+    let mut config = bus.broker_config("showcase.db");
+    config.batch_max = 10;
+    let broker = bus.broker(config.clone()).await;
+    eventually("every record ingested", || async {
+        showcase.count().await.unwrap() == i64::from(TOTAL)
+    })
+    .await;
+    eventually("the broker's group at the end of the topic", || async {
+        group_is_at_end(
+            &bus,
+            &config.group_id,
+            &["govbus.records.birth_certificate"],
+        )
+    })
+    .await;
+    assert_eq!(showcase.history_count().await.unwrap(), i64::from(TOTAL));
+
+    adapter.stop().await;
+    broker.stop().await;
+}

@@ -542,7 +542,13 @@ async fn the_inbox_holds_each_record_once_in_order_under_redelivery() {
     .await;
     eventually(
         "the redelivered records were all acknowledged again",
-        || async { group_is_at_end(&bus, "govbus.subscription.interior.address-bureau.inbox") },
+        || async {
+            group_is_at_end(
+                &bus,
+                "govbus.subscription.interior.address-bureau.inbox",
+                &RECORD_TOPICS,
+            )
+        },
     )
     .await;
     assert_eq!(count().await, N as i64 + 1, "redelivery added no row");
@@ -603,40 +609,4 @@ fn rewind_group(bus: &TestBus, group: &str) {
             .unwrap();
     }
     consumer.commit(&tpl, CommitMode::Sync).expect("rewind");
-}
-
-/// Whether `group` has committed the high watermark of every non-empty partition.
-fn group_is_at_end(bus: &TestBus, group: &str) -> bool {
-    use rdkafka::{
-        Offset,
-        consumer::{BaseConsumer, Consumer},
-    };
-    let consumer: BaseConsumer = bus
-        .kafka()
-        .client_config()
-        .set("group.id", group)
-        .create()
-        .expect("inspecting consumer");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    let mut highs = Vec::new();
-    for topic in RECORD_TOPICS {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(5))
-            .expect("metadata");
-        for p in metadata.topics()[0].partitions() {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(5))
-                .expect("watermarks");
-            tpl.add_partition(topic, p.id());
-            highs.push(high);
-        }
-    }
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(5))
-        .expect("committed offsets");
-    committed
-        .elements()
-        .iter()
-        .zip(highs)
-        .all(|(e, high)| high == 0 || e.offset() == Offset::Offset(high))
 }

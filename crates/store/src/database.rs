@@ -1,6 +1,6 @@
 //! Connecting to the configured database and bringing its schema up to date.
 
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
     AnyPool, Executor as _,
@@ -24,6 +24,11 @@ pub enum StoreError {
     Corrupt(#[from] prost::DecodeError),
     #[error("the showcase reader has stopped")]
     ReaderStopped,
+    #[error(
+        "the write-ahead log is not synced: another checkpoint was under way, \
+         or {checkpointed} of its {log} frames could be copied"
+    )]
+    NotSynced { log: i64, checkpointed: i64 },
     /// One failure of a statement that answered several callers.
     #[error("{0}")]
     Shared(std::sync::Arc<StoreError>),
@@ -112,7 +117,11 @@ impl std::ops::DerefMut for WriteTransaction {
 /// request waiting on that commit (the audit group commit) waited for the
 /// checkpoint too: p99 at half load 10–17 ms with it, 6–7 ms without
 /// (docs/PROFILING.md). Ends when the last clone of its `Database` is gone.
-async fn checkpoint_in_background(pool: AnyPool, mut stop: tokio::sync::mpsc::Receiver<()>) {
+async fn checkpoint_in_background(
+    pool: AnyPool,
+    checkpoints: Arc<tokio::sync::Mutex<()>>,
+    mut stop: tokio::sync::mpsc::Receiver<()>,
+) {
     loop {
         tokio::select! {
             _ = stop.recv() => return,
@@ -121,6 +130,7 @@ async fn checkpoint_in_background(pool: AnyPool, mut stop: tokio::sync::mpsc::Re
         if pool.is_closed() {
             return;
         }
+        let _round = checkpoints.lock().await;
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&pool)
             .await
@@ -185,7 +195,10 @@ pub struct Database {
     /// SQLite only: the native driver, for the ingest writer's prepared
     /// batches (`Any` copies every bound value once more). Lazy too.
     native_sqlite: Option<sqlx::SqlitePool>,
-    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    writer: Arc<tokio::sync::Mutex<()>>,
+    /// Held by each checkpoint this process runs: SQLite refuses a second
+    /// one while one is under way (busy, without waiting).
+    checkpoints: Arc<tokio::sync::Mutex<()>>,
     /// Dropped with the last clone: stops the background checkpoints.
     _checkpointer: tokio::sync::mpsc::Sender<()>,
 }
@@ -289,8 +302,13 @@ impl Database {
             Backend::Postgres => None,
         };
         let (checkpointer, stop) = tokio::sync::mpsc::channel(1);
+        let checkpoints = Arc::<tokio::sync::Mutex<()>>::default();
         if backend == Backend::Sqlite {
-            tokio::spawn(checkpoint_in_background(pool.clone(), stop));
+            tokio::spawn(checkpoint_in_background(
+                pool.clone(),
+                checkpoints.clone(),
+                stop,
+            ));
         }
         Ok(Self {
             pool,
@@ -298,6 +316,7 @@ impl Database {
             native_postgres,
             native_sqlite,
             writer: Default::default(),
+            checkpoints,
             _checkpointer: checkpointer,
         })
     }
@@ -317,6 +336,29 @@ impl Database {
         if let Some(pool) = &self.native_sqlite {
             pool.close().await;
         }
+    }
+
+    /// SQLite: copies the whole write-ahead log into the database file,
+    /// on the ingest writer's connection, and so makes every commit before
+    /// it durable, those made with `synchronous=NORMAL` too: SQLite syncs
+    /// the log before it copies any of it, and the database file after.
+    /// Nothing to do on PostgreSQL.
+    pub(crate) async fn checkpoint_all(&self) -> Result<(), StoreError> {
+        let Some(pool) = &self.native_sqlite else {
+            return Ok(());
+        };
+        let _round = self.checkpoints.lock().await;
+        // FULL waits (busy_timeout) for the writer and for readers of
+        // older snapshots; busy = 1 when it could not copy everything, or
+        // another process was checkpointing.
+        let (busy, log, checkpointed): (i64, i64, i64) =
+            sqlx::query_as("PRAGMA wal_checkpoint(FULL)")
+                .fetch_one(pool)
+                .await?;
+        if busy != 0 || checkpointed != log {
+            return Err(StoreError::NotSynced { log, checkpointed });
+        }
+        Ok(())
     }
 
     /// The native SQLite pool of this database; `None` on PostgreSQL.
@@ -507,5 +549,46 @@ mod tests {
             .await
             .expect("notes");
         assert_eq!(by, ["ours", "theirs"]);
+    }
+
+    /// A sync asked for while this process's background checkpoint copies
+    /// a large log waits for it and completes: SQLite itself would refuse
+    /// it as busy at once, without waiting (checked: with the turn taken
+    /// out of `checkpoint_all` this fails).
+    #[tokio::test]
+    async fn a_sync_waits_for_the_background_checkpoint_under_way() {
+        use crate::{Durability, Showcase, showcase_batch::tests::batch};
+
+        let (_dir, url) = crate::test_databases::temp_sqlite("showcase.db");
+        let showcase = Showcase::open(&url).await.expect("showcase");
+        let db = showcase.database().clone();
+        // Whatever the background copied so far is left to it; then ~30 MB
+        // of log it has not seen.
+        let turn = db.checkpoints.clone().lock_owned().await;
+        for from in (0..20_000).step_by(500) {
+            showcase
+                .apply_prepared(
+                    &showcase.prepare(&batch(from, from + 500)),
+                    Durability::Deferred,
+                )
+                .await
+                .expect("batch applies");
+        }
+        let pool = db.pool.clone();
+        let round = tokio::spawn(async move {
+            let _turn = turn;
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+                .expect("background round");
+        });
+        // Let the round reach SQLite (its copy takes far longer): without
+        // the turn, the sync would then meet SQLite's checkpoint lock.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        showcase
+            .sync()
+            .await
+            .expect("the sync waits, then completes");
+        round.await.expect("round");
     }
 }

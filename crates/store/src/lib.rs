@@ -32,4 +32,4 @@ pub use audit_append::Appender;
 pub use consents::{ConsentRecord, ConsentScope, ConsentState, Consents};
 pub use database::{Backend, Database, StoreError, WriteTransaction};
 pub use showcase::{ApplyStats, IngestedRecord, Showcase, ShowcaseDigest, StoredRecord};
-pub use showcase_batch::PreparedBatch;
+pub use showcase_batch::{Durability, PreparedBatch};

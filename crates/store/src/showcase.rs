@@ -6,7 +6,11 @@ use sqlx::Row;
 
 use std::sync::{Arc, OnceLock};
 
-use crate::{Database, StoreError, current_reads::CurrentReads, showcase_batch::PreparedBatch};
+use crate::{
+    Database, StoreError,
+    current_reads::CurrentReads,
+    showcase_batch::{Durability, PreparedBatch},
+};
 
 pub(crate) static SQLITE_MIGRATIONS: sqlx::migrate::Migrator =
     sqlx::migrate!("./migrations/sqlite");
@@ -162,7 +166,8 @@ impl Showcase {
     /// a version at least as new is already there, and enters the history
     /// once. Nothing of the batch is visible until all of it is.
     pub async fn apply(&self, batch: &[IngestedRecord]) -> Result<ApplyStats, StoreError> {
-        self.apply_prepared(&self.prepare(batch)).await
+        self.apply_prepared(&self.prepare(batch), Durability::Synced)
+            .await
     }
 
     /// The CPU half of [`Showcase::apply`], which needs no database and can
@@ -182,12 +187,23 @@ impl Showcase {
         db.collection.name = "showcase_records",
         db.operation.batch.size = batch.len(),
     ))]
-    pub async fn apply_prepared(&self, batch: &PreparedBatch) -> Result<ApplyStats, StoreError> {
-        let applied = batch.write(&self.db).await?;
+    pub async fn apply_prepared(
+        &self,
+        batch: &PreparedBatch,
+        durability: Durability,
+    ) -> Result<ApplyStats, StoreError> {
+        let applied = batch.write(&self.db, durability).await?;
         Ok(ApplyStats {
             applied,
             stale: batch.len() as u64 - applied,
         })
+    }
+
+    /// Makes every commit made before it durable, [`Durability::Deferred`]
+    /// ones included (on SQLite a checkpoint of the whole write-ahead log;
+    /// PostgreSQL synced every commit already).
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        self.db.checkpoint_all().await
     }
 
     /// The current records of one type about one subject, by record key.

@@ -17,6 +17,30 @@ use sqlx::{
 
 use crate::{Backend, Database, IngestedRecord, StoreError, showcase::Table, showcase_arrays};
 
+/// When a batch's commit reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Before the write returns.
+    Synced,
+    /// With the next synced commit or [`crate::Showcase::sync`]; visible
+    /// at once. A crash of the process cannot undo it, a power loss can
+    /// (SQLite's `synchronous=NORMAL` in WAL mode: the commit is not
+    /// `fsync`ed). The ingest defers while it is behind and stores a
+    /// batch's Kafka offsets only once its commit is synced, so a lost
+    /// commit is consumed again. PostgreSQL syncs every commit either way.
+    Deferred,
+}
+
+impl Durability {
+    /// The `PRAGMA synchronous` of a SQLite commit of this durability.
+    fn sqlite_synchronous(self) -> &'static str {
+        match self {
+            Self::Synced => "FULL",
+            Self::Deferred => "NORMAL",
+        }
+    }
+}
+
 /// A batch ready to be written by [`crate::Showcase::apply_prepared`];
 /// cheap to clone (a write that failed is tried again with a clone).
 #[derive(Debug, Clone)]
@@ -102,9 +126,19 @@ impl PreparedBatch {
 
     /// Writes the batch in one transaction; returns the rows that became
     /// current.
-    pub(crate) async fn write(&self, db: &Database) -> Result<u64, StoreError> {
+    pub(crate) async fn write(
+        &self,
+        db: &Database,
+        durability: Durability,
+    ) -> Result<u64, StoreError> {
         match &self.statement {
-            Statement::Sqlite { sql, args } => apply_sqlite(db, sql.clone(), args.clone()).await,
+            Statement::Sqlite { sql, args } => {
+                let sql = format!(
+                    "PRAGMA synchronous = {}; {sql}",
+                    durability.sqlite_synchronous()
+                );
+                apply_sqlite(db, sql.into(), args.clone()).await
+            }
             Statement::Postgres(args) => match db.native_postgres() {
                 Some(pool) => showcase_arrays::apply(pool, args.clone()).await,
                 None => Err(wrong_backend()),
@@ -122,6 +156,7 @@ fn wrong_backend() -> StoreError {
 
 /// SQLite: a batch in one hand-off to SQLite's thread — BEGIN, the
 /// upserts of the current table, the history, COMMIT as one text of several
+/// (after the commit's `PRAGMA synchronous`, which `write` puts first)
 /// statements (sqlx binds anonymous parameters across them in order), with
 /// the changes counted before and after the upserts.
 /// As four hand-offs (BEGIN, two INSERTs, COMMIT) each waited for SQLite's
@@ -235,5 +270,79 @@ impl Drop for Unfinished {
         if let Some(conn) = self.0.as_mut() {
             conn.close_on_drop();
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use govbus_proto::v1::Record;
+
+    use super::*;
+    use crate::Showcase;
+
+    pub(crate) fn batch(from: u64, to: u64) -> Vec<IngestedRecord> {
+        (from..to)
+            .map(|n| IngestedRecord {
+                record: Record {
+                    record_type: "birth_certificate".into(),
+                    subject_id: format!("{n:014}"),
+                    record_key: "k".into(),
+                    version: 1,
+                    ..Record::default()
+                },
+                // About a signed envelope's size.
+                envelope: vec![7; 1500],
+                topic: "govbus.records.birth_certificate".into(),
+                partition: 0,
+                offset: n as i64,
+                ingested_at_us: 1,
+            })
+            .collect()
+    }
+
+    /// A deferred commit is visible at once and its connection skips the
+    /// sync (`synchronous` NORMAL, 1); the next synced commit is FULL (2)
+    /// again; `sync` leaves no frame of the log uncopied, so none that was
+    /// not yet on disk.
+    #[tokio::test]
+    async fn a_deferred_commit_is_visible_at_once_and_synced_later() {
+        let (_dir, url) = crate::test_databases::temp_sqlite("showcase.db");
+        let showcase = Showcase::open(&url).await.expect("showcase");
+        let writer = showcase.database().native_sqlite().expect("SQLite");
+        let synchronous = || async {
+            sqlx::query_scalar::<_, i64>("PRAGMA synchronous")
+                .fetch_one(writer)
+                .await
+                .expect("synchronous")
+        };
+        let write = |records: Vec<IngestedRecord>, durability| {
+            let showcase = &showcase;
+            async move {
+                showcase
+                    .apply_prepared(&showcase.prepare(&records), durability)
+                    .await
+                    .expect("batch applies")
+            }
+        };
+
+        assert_eq!(write(batch(0, 20), Durability::Deferred).await.applied, 20);
+        assert_eq!(synchronous().await, 1);
+        let read = showcase
+            .current("birth_certificate", &format!("{:014}", 19))
+            .await
+            .expect("read");
+        assert_eq!(read.len(), 1, "visible before any sync");
+
+        showcase.sync().await.expect("sync");
+        let (busy, log, checkpointed): (i64, i64, i64) =
+            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(writer)
+                .await
+                .expect("checkpoint");
+        assert_eq!((busy, checkpointed), (0, log), "every frame copied");
+
+        assert_eq!(write(batch(20, 30), Durability::Synced).await.applied, 10);
+        assert_eq!(synchronous().await, 2);
+        assert_eq!(showcase.count().await.expect("count"), 30);
     }
 }

@@ -1,8 +1,9 @@
 //! The ingest loop: Kafka record topics → checks → showcase, in batches.
 //!
 //! Offsets are stored only after the batch's SQL transaction has committed
-//! (and its dead letters were acknowledged), so a crash at any point leads
-//! to redelivery, never to loss; redelivery is harmless because the showcase
+//! and reached the disk (`ingest_offsets`), and its dead letters were
+//! acknowledged, so a crash or a power loss at any point leads to
+//! redelivery, never to loss; redelivery is harmless because the showcase
 //! ignores versions it already has.
 
 use std::{
@@ -10,12 +11,12 @@ use std::{
         Arc,
         atomic::{AtomicI64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use govbus_core::{Catalog, time::now_micros};
 use govbus_kafka::{DEAD_LETTER_TOPIC, KafkaSettings, RecordProducer};
-use govbus_store::{PreparedBatch, Showcase};
+use govbus_store::{Durability, PreparedBatch, Showcase};
 use rdkafka::{
     ClientContext, Offset, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
@@ -27,7 +28,10 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use govbus_security::RecordChecker;
 
-use crate::ingest_batch::{BatchLinks, Checked, Consumed, Pending, check, consumed, drained};
+use crate::{
+    ingest_batch::{BatchLinks, Checked, Consumed, Pending, check, consumed, drained},
+    ingest_offsets::{HeldOffsets, Positions},
+};
 
 /// Batches whose checks may run ahead of the writer, besides the one it
 /// writes and the one the reader fills.
@@ -181,13 +185,28 @@ impl Ingestor {
             this.read(to_writer, shutdown).await;
         };
         let write = async move {
+            let mut held = HeldOffsets::default();
             while let Some(batch) = queued.recv().await {
-                if !this.write(batch, shutdown).await {
+                if !this.write(batch, &mut held, shutdown).await {
                     break;
                 }
             }
+            held
         };
-        tokio::join!(read, write);
+        let ((), mut held) = tokio::join!(read, write);
+        // What was committed but not yet synced: synced now, or left for
+        // the next owner to read again.
+        if held.unsynced() {
+            match self.showcase.sync().await {
+                Ok(()) => held.synced(),
+                Err(e) => {
+                    warn!(error = %e, "final sync failed; the next owner re-reads the last batches")
+                }
+            }
+        }
+        if let Some(positions) = held.take_storable() {
+            self.store_offsets(&positions);
+        }
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(())
             | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
@@ -261,9 +280,16 @@ impl Ingestor {
     }
 
     /// The second stage: sends a checked batch's refused records to the
-    /// dead letters, stores the rest in one transaction, then its offsets. Returns false when shutdown interrupted it before its
-    /// offsets were stored (it will be redelivered).
-    async fn write(&self, pending: Pending, shutdown: &CancellationToken) -> bool {
+    /// dead letters, stores the rest in one transaction, then its offsets
+    /// once that commit and every one before it is on disk (`held`).
+    /// Returns false when shutdown interrupted it before its records were
+    /// stored (it will be redelivered).
+    async fn write(
+        &self,
+        pending: Pending,
+        held: &mut HeldOffsets,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let checked = match pending.await {
             Ok(checked) => checked,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -290,16 +316,40 @@ impl Ingestor {
                 return false;
             }
         }
-        if let Some(good) = good
-            && !self
-                .store(&good, dead.len(), shutdown)
-                .instrument(span)
-                .await
-        {
-            return false;
+        let caught_up = drained_at.is_some();
+        let committed = match good {
+            Some(good) => {
+                let durability = held.commit_for(caught_up, Instant::now());
+                if !self
+                    .store(&good, dead.len(), durability, shutdown)
+                    .instrument(span)
+                    .await
+                {
+                    return false;
+                }
+                Some(durability)
+            }
+            None => None,
+        };
+        if held.handled(positions, committed, caught_up, Instant::now()) {
+            if !self.sync(shutdown).await {
+                return false;
+            }
+            held.synced();
         }
+        if let Some(positions) = held.take_storable() {
+            self.store_offsets(&positions);
+        }
+        if let Some(at) = drained_at {
+            self.freshness.caught_up(at);
+        }
+        true
+    }
+
+    /// Stores offsets for the next commit to Kafka.
+    fn store_offsets(&self, positions: &Positions) {
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in &positions {
+        for ((topic, partition), next) in positions {
             if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
                 warn!(topic, partition, error = %e, "cannot record offset");
             }
@@ -311,41 +361,47 @@ impl Ingestor {
             // re-reads from the last commit; the showcase ignores the repeats.
             debug!(error = %e, "offsets not stored");
         }
-        if let Some(at) = drained_at {
-            self.freshness.caught_up(at);
-        }
-        true
+    }
+
+    /// Makes the deferred commits durable, retrying until the database
+    /// does. Returns false if shutdown came first.
+    async fn sync(&self, shutdown: &CancellationToken) -> bool {
+        until_done(shutdown, "showcase sync failed; retrying", || {
+            self.showcase.sync()
+        })
+        .await
+        .is_some()
     }
 
     /// Applies records to the showcase, retrying until the database takes
     /// them. Returns false if shutdown came first.
-    async fn store(&self, good: &PreparedBatch, dead: usize, shutdown: &CancellationToken) -> bool {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.showcase.apply_prepared(good).await {
-                Ok(stats) => {
-                    metrics::counter!("govbus_records_ingested_total", "outcome" => "applied")
-                        .increment(stats.applied);
-                    metrics::counter!("govbus_records_ingested_total", "outcome" => "stale")
-                        .increment(stats.stale);
-                    debug!(
-                        applied = stats.applied,
-                        stale = stats.stale,
-                        dead,
-                        "batch stored"
-                    );
-                    return true;
-                }
-                Err(e) => {
-                    error!(error = %e, "showcase write failed; retrying the batch");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return false,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+    async fn store(
+        &self,
+        good: &PreparedBatch,
+        dead: usize,
+        durability: Durability,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let Some(stats) = until_done(
+            shutdown,
+            "showcase write failed; retrying the batch",
+            || self.showcase.apply_prepared(good, durability),
+        )
+        .await
+        else {
+            return false;
+        };
+        metrics::counter!("govbus_records_ingested_total", "outcome" => "applied")
+            .increment(stats.applied);
+        metrics::counter!("govbus_records_ingested_total", "outcome" => "stale")
+            .increment(stats.stale);
+        debug!(
+            applied = stats.applied,
+            stale = stats.stale,
+            dead,
+            "batch stored"
+        );
+        true
     }
 
     /// Sends a refused record to the dead-letter topic, retrying until Kafka
@@ -365,10 +421,9 @@ impl Ingestor {
         );
         metrics::counter!("govbus_records_dead_lettered_total", "topic" => message.topic.clone())
             .increment(1);
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let partition = message.partition.to_string();
-            let offset = message.offset.to_string();
+        let partition = message.partition.to_string();
+        let offset = message.offset.to_string();
+        until_done(shutdown, "dead-letter topic unavailable; retrying", || {
             let headers = OwnedHeaders::new()
                 .insert(Header {
                     key: "govbus-reason",
@@ -386,20 +441,33 @@ impl Ingestor {
                     key: "govbus-source-offset",
                     value: Some(offset.as_bytes()),
                 });
-            match self
-                .dead_letters
+            self.dead_letters
                 .send(DEAD_LETTER_TOPIC, &message.key, &message.payload, headers)
-                .await
-            {
-                Ok(_) => return true,
-                Err(e) => {
-                    error!(error = %e, "dead-letter topic unavailable; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return false,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+        })
+        .await
+        .is_some()
+    }
+}
+
+/// Runs `attempt` until it succeeds, logging each failure as `failure` and
+/// waiting 100 ms, then twice as long each time up to 5 s. `None` if
+/// shutdown came first.
+async fn until_done<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    shutdown: &CancellationToken,
+    failure: &'static str,
+    mut attempt: impl FnMut() -> F,
+) -> Option<T> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Ok(done) => return Some(done),
+            Err(e) => {
+                error!(error = %e, "{failure}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(backoff) => {}
                 }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -9,6 +9,7 @@ mod consent;
 mod evidence;
 mod ingest;
 mod ingest_batch;
+mod ingest_offsets;
 mod replay;
 
 use std::{net::SocketAddr, sync::Arc};
