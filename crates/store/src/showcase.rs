@@ -186,6 +186,7 @@ impl Showcase {
         db.operation.name = "INSERT",
         db.collection.name = "showcase_records",
         db.operation.batch.size = batch.len(),
+        govbus.durability = ?durability,
     ))]
     pub async fn apply_prepared(
         &self,
