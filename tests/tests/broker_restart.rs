@@ -94,7 +94,8 @@ async fn a_broker_behind_stores_its_last_offsets_once_they_are_synced() {
     let adapter = bus.adapter(bus.adapter_config(FHDY)).await;
     let mut client = adapter.adapter_client().await;
     // Published before the broker starts: a multiple of its batches, all
-    // waiting, so the last batch read is full too.
+    // waiting, so the last batch read is usually full too and its offsets
+    // wait for the sync of their own (checked: without it this fails).
     publish_chunks(&mut client, 0..TOTAL / CHUNK).await;
 
     let showcase = open_showcase(&bus, "showcase.db").await;

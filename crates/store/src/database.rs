@@ -24,11 +24,18 @@ pub enum StoreError {
     Corrupt(#[from] prost::DecodeError),
     #[error("the showcase reader has stopped")]
     ReaderStopped,
+    /// A checkpoint that was to make every commit durable could not
+    /// complete (another process's checkpoint, readers that outlasted
+    /// `busy_timeout`); nothing is lost, it may be tried again.
     #[error(
-        "the write-ahead log is not synced: another checkpoint was under way, \
-         or {checkpointed} of its {log} frames could be copied"
+        "the write-ahead log is not synced yet (busy: {busy}; {checkpointed} of {log} \
+         frames copied)"
     )]
-    NotSynced { log: i64, checkpointed: i64 },
+    NotSynced {
+        busy: i64,
+        log: i64,
+        checkpointed: i64,
+    },
     /// One failure of a statement that answered several callers.
     #[error("{0}")]
     Shared(std::sync::Arc<StoreError>),
@@ -356,7 +363,11 @@ impl Database {
                 .fetch_one(pool)
                 .await?;
         if busy != 0 || checkpointed != log {
-            return Err(StoreError::NotSynced { log, checkpointed });
+            return Err(StoreError::NotSynced {
+                busy,
+                log,
+                checkpointed,
+            });
         }
         Ok(())
     }

@@ -156,9 +156,9 @@ fn wrong_backend() -> StoreError {
 
 /// SQLite: a batch in one hand-off to SQLite's thread — BEGIN, the
 /// upserts of the current table, the history, COMMIT as one text of several
-/// (after the commit's `PRAGMA synchronous`, which `write` puts first)
 /// statements (sqlx binds anonymous parameters across them in order), with
-/// the changes counted before and after the upserts.
+/// the changes counted before and after the upserts; `write` puts the
+/// commit's `PRAGMA synchronous` first.
 /// As four hand-offs (BEGIN, two INSERTs, COMMIT) each waited for SQLite's
 /// thread to be scheduled on a busy machine: BEGIN alone was 11 % of the
 /// ingest writer's time (docs/PROFILING.md).

@@ -283,7 +283,8 @@ impl Ingestor {
     /// dead letters, stores the rest in one transaction, then its offsets
     /// once that commit and every one before it is on disk (`held`).
     /// Returns false when shutdown interrupted it before its records were
-    /// stored (it will be redelivered).
+    /// stored or synced (they will be redelivered unless the final sync in
+    /// `run` makes them durable).
     async fn write(
         &self,
         pending: Pending,

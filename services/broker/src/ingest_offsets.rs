@@ -17,8 +17,10 @@ use std::{
 
 use govbus_store::Durability;
 
-/// The longest a commit waits for a synced one while the consumer is
-/// behind: how much a power loss can make the broker consume again.
+/// How long commits may go unsynced while the consumer is behind (the
+/// next batch's commit after it is synced, so a deferred commit waits at
+/// most this and one batch's write): how much a power loss can make the
+/// broker consume again.
 pub(crate) const SYNC_EVERY: Duration = Duration::from_millis(100);
 
 /// Per partition, the offset after the last message handled.
