@@ -95,7 +95,8 @@ async fn a_broker_behind_stores_its_last_offsets_once_they_are_synced() {
     let mut client = adapter.adapter_client().await;
     // Published before the broker starts: a multiple of its batches, all
     // waiting, so the last batch read is usually full too and its offsets
-    // wait for the sync of their own (checked: without it this fails).
+    // wait for a sync of their own (with the lone sync in `Ingestor::write`
+    // taken out, this test fails).
     publish_chunks(&mut client, 0..TOTAL / CHUNK).await;
 
     let showcase = open_showcase(&bus, "showcase.db").await;

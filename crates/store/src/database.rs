@@ -28,11 +28,11 @@ pub enum StoreError {
     /// complete (another process's checkpoint, readers that outlasted
     /// `busy_timeout`); nothing is lost, it may be tried again.
     #[error(
-        "the write-ahead log is not synced yet (busy: {busy}; {checkpointed} of {log} \
-         frames copied)"
+        "the write-ahead log is not synced yet ({checkpointed} of {log} frames copied; \
+         blocked by a writer, a reader or another checkpoint: {blocked})"
     )]
     NotSynced {
-        busy: i64,
+        blocked: bool,
         log: i64,
         checkpointed: i64,
     },
@@ -364,7 +364,7 @@ impl Database {
                 .await?;
         if busy != 0 || checkpointed != log {
             return Err(StoreError::NotSynced {
-                busy,
+                blocked: busy != 0,
                 log,
                 checkpointed,
             });

@@ -19,8 +19,9 @@ use govbus_store::Durability;
 
 /// How long commits may go unsynced while the consumer is behind (the
 /// next batch's commit after it is synced, so a deferred commit waits at
-/// most this and one batch's write): how much a power loss can make the
-/// broker consume again.
+/// most this and one batch's write). Offsets are stored only once synced,
+/// so after a power loss the broker consumes again at most this much more
+/// than the auto-commit interval already makes it (`ingest.rs`).
 pub(crate) const SYNC_EVERY: Duration = Duration::from_millis(100);
 
 /// Per partition, the offset after the last message handled.
