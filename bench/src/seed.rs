@@ -126,7 +126,7 @@ pub fn ingested(n: u64, record: Record, now_us: i64) -> IngestedRecord {
 }
 
 /// What the showcase occupies on disk: (whole database bytes, bytes of the
-/// two showcase tables with their indexes).
+/// showcase's tables with their indexes).
 pub async fn footprint(showcase: &Showcase) -> anyhow::Result<(i64, i64)> {
     let db = showcase.database();
     Ok(match db.backend {
@@ -153,7 +153,8 @@ pub async fn footprint(showcase: &Showcase) -> anyhow::Result<(i64, i64)> {
                 .await?;
             let tables: i64 = sqlx::query_scalar(
                 "SELECT pg_total_relation_size('showcase_records') \
-                 + pg_total_relation_size('showcase_history')",
+                 + pg_total_relation_size('showcase_history') \
+                 + pg_total_relation_size('showcase_batch_signatures')",
             )
             .fetch_one(&db.pool)
             .await?;

@@ -15,7 +15,7 @@ use futures::TryStreamExt as _;
 use sqlx::Row as _;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Backend, Database, StoreError, StoredRecord};
+use crate::{Backend, Database, StoreError, StoredRecord, stored_envelope};
 
 /// Lookups one statement answers, at most.
 const MAX_BATCH: usize = 256;
@@ -65,7 +65,7 @@ fn batch_sql(backend: Backend) -> &'static str {
     match backend {
         Backend::Sqlite => {
             concat!(
-                "SELECT CAST(j.key AS INTEGER), h.envelope, r.kafka_topic, r.kafka_partition, \
+                "SELECT CAST(j.key AS INTEGER), h.envelope, s.signature, r.kafka_topic, r.kafka_partition, \
                         r.kafka_offset, r.ingested_at_us \
                  FROM json_each($1) AS j \
                  JOIN showcase_records AS r \
@@ -81,7 +81,7 @@ fn batch_sql(backend: Backend) -> &'static str {
             // 10k records); a LATERAL subquery behind OFFSET 0 keeps it to
             // one index lookup per pair.
             concat!(
-                "SELECT j.n - 1, h.envelope, r.kafka_topic, r.kafka_partition, \
+                "SELECT j.n - 1, h.envelope, s.signature, r.kafka_topic, r.kafka_partition, \
                         r.kafka_offset, r.ingested_at_us \
                  FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS j(v, n) \
                  CROSS JOIN LATERAL ( \
@@ -140,13 +140,14 @@ async fn read_batch(
     let mut found: HashMap<usize, Vec<StoredRecord>> = HashMap::with_capacity(batch.len());
     while let Some(row) = rows.try_next().await? {
         let index: i64 = row.try_get(0)?;
-        let partition: i64 = row.try_get(3)?;
+        let partition: i64 = row.try_get(4)?;
+        let (own, shared): (&[u8], Option<&[u8]>) = (row.try_get(1)?, row.try_get(2)?);
         found.entry(index as usize).or_default().push(StoredRecord {
-            envelope: row.try_get(1)?,
-            topic: row.try_get(2)?,
+            envelope: stored_envelope::join(own, shared),
+            topic: row.try_get(3)?,
             partition: partition as i32,
-            offset: row.try_get(4)?,
-            ingested_at_us: row.try_get(5)?,
+            offset: row.try_get(5)?,
+            ingested_at_us: row.try_get(6)?,
         });
     }
     Ok(found)

@@ -3,12 +3,15 @@
 
 /// SQL joining the history row `h` that holds the envelope of the current
 /// row `r` (migration 0006: each version's envelope is stored once, in the
-/// history), for `concat!` into the statements that read current records.
+/// history) and the signature parts `s` of its batch, if its envelope was
+/// split (migration 0008), for `concat!` into the statements that read
+/// current records.
 macro_rules! join_history_of_current {
     () => {
         " JOIN showcase_history AS h \
            ON h.record_type = r.record_type AND h.subject_id = r.subject_id \
-          AND h.record_key = r.record_key AND h.version = r.version "
+          AND h.record_key = r.record_key AND h.version = r.version \
+         LEFT JOIN showcase_batch_signatures AS s ON s.digest = h.signature_digest "
     };
 }
 
@@ -24,6 +27,7 @@ mod showcase_arrays;
 mod showcase_batch;
 #[cfg(test)]
 mod showcase_upgrade_tests;
+mod stored_envelope;
 #[cfg(test)]
 mod test_databases;
 

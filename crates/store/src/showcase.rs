@@ -10,6 +10,7 @@ use crate::{
     Database, StoreError,
     current_reads::CurrentReads,
     showcase_batch::{Durability, PreparedBatch},
+    stored_envelope,
 };
 
 pub(crate) static SQLITE_MIGRATIONS: sqlx::migrate::Migrator =
@@ -29,11 +30,13 @@ pub struct IngestedRecord {
     pub ingested_at_us: i64,
 }
 
-/// A current record as the showcase holds it: the envelope bytes as
-/// consumed (an answer sends them on without decoding them) and where they
-/// came from.
+/// A current record as the showcase holds it: its envelope, which an answer
+/// sends on without decoding it, and where it came from.
 #[derive(Debug, Clone)]
 pub struct StoredRecord {
+    /// Decodes to the envelope as consumed: the same bytes, or (a record
+    /// signed in a batch) the record's own bytes followed by its batch's
+    /// signature parts (`stored_envelope`).
     pub envelope: Vec<u8>,
     pub topic: String,
     pub partition: i32,
@@ -67,7 +70,9 @@ pub struct Showcase {
 
 /// The two tables of the showcase. Every version, envelope included, goes
 /// to the history once; the current table says which version is current
-/// and takes its envelope from the history (migration 0006).
+/// and takes its envelope from the history (migration 0006). A third,
+/// `showcase_batch_signatures`, holds the signature parts of a signed
+/// batch once for all its records (migration 0008, `stored_envelope`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Table {
     Current,
@@ -91,7 +96,7 @@ impl Table {
             Self::History => {
                 "record_type, subject_id, record_key, version, record_id, status, \
                  content_hash, kafka_topic, kafka_partition, kafka_offset, ingested_at_us, \
-                 envelope"
+                 envelope, signature_digest"
             }
         }
     }
@@ -261,9 +266,10 @@ impl Showcase {
 }
 
 /// A content digest of the showcase, the same for two showcases that hold
-/// the same records whatever order they were written in or backend they are
-/// on: the sum (mod 2^256) of a SHA-256 per row, over the current records
-/// and the history separately.
+/// the same records whatever order they were written in, backend they are
+/// on or envelope layout they were stored in (migration 0008): the sum
+/// (mod 2^256) of a SHA-256 per row, over the current records and the
+/// history separately.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShowcaseDigest {
     pub current_records: i64,
@@ -291,13 +297,15 @@ impl Showcase {
         // Where a record came from (offset, ingestion time) is not content.
         let sql = match table {
             Table::History => {
-                "SELECT record_type, subject_id, record_key, version, record_id, status, \
-                        content_hash, envelope FROM showcase_history"
+                "SELECT h.record_type, h.subject_id, h.record_key, h.version, h.record_id, \
+                        h.status, h.content_hash, h.envelope, s.signature \
+                 FROM showcase_history AS h \
+                 LEFT JOIN showcase_batch_signatures AS s ON s.digest = h.signature_digest"
             }
             Table::Current => {
                 concat!(
                     "SELECT r.record_type, r.subject_id, r.record_key, r.version, r.record_id, \
-                            r.status, r.content_hash, h.envelope \
+                            r.status, r.content_hash, h.envelope, s.signature \
                      FROM showcase_records AS r",
                     join_history_of_current!()
                 )
@@ -317,10 +325,11 @@ impl Showcase {
             let record_id: String = row.try_get(4)?;
             hasher.update(record_id.as_bytes());
             hasher.update(row.try_get::<i64, _>(5)?.to_be_bytes());
-            for i in 6..8 {
-                let bytes: Vec<u8> = row.try_get(i)?;
+            let content_hash: Vec<u8> = row.try_get(6)?;
+            let (own, shared) = digest_parts(row.try_get(7)?, row.try_get(8)?);
+            for bytes in [content_hash.as_slice(), &own, &shared] {
                 hasher.update((bytes.len() as u64).to_be_bytes());
-                hasher.update(&bytes);
+                hasher.update(bytes);
             }
             add_256(&mut sum, &hasher.finalize());
             count += 1;
@@ -331,6 +340,20 @@ impl Showcase {
             .flat_map(|limb| limb.to_be_bytes())
             .collect();
         Ok((count, hex::encode(bytes)))
+    }
+}
+
+/// An envelope's parts as the digest counts them: as a write would store
+/// them now, so a row stored whole before migration 0008 counts as the same
+/// row written split after it (`own ++ shared` is not the consumed bytes,
+/// only decodes the same).
+fn digest_parts(own: Vec<u8>, shared: Option<Vec<u8>>) -> (Vec<u8>, Vec<u8>) {
+    match shared {
+        Some(shared) => (own, shared),
+        None => match stored_envelope::split(&own) {
+            Some(split) => (split.own, split.shared),
+            None => (own, Vec::new()),
+        },
     }
 }
 

@@ -7,7 +7,7 @@
 //! statement: the writer is the ingest's slower stage, and this CPU work
 //! was about a third of its time (docs/PROFILING.md, session 15).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{borrow::Cow, collections::HashMap, sync::Arc};
 
 use sqlx::{
     Arguments as _, Row as _,
@@ -15,7 +15,10 @@ use sqlx::{
     sqlite::{Sqlite, SqliteArguments},
 };
 
-use crate::{Backend, Database, IngestedRecord, StoreError, showcase::Table, showcase_arrays};
+use crate::{
+    Backend, Database, IngestedRecord, StoreError, showcase::Table, showcase_arrays,
+    stored_envelope,
+};
 
 /// When a batch's commit reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +67,7 @@ enum Statement {
 }
 
 /// Rows per statement of a multi-row INSERT (SQLite; PostgreSQL binds a
-/// whole batch as arrays): 12 parameters each, well under SQLite's limit.
+/// whole batch as arrays): 13 parameters each, well under SQLite's limit.
 const ROWS_PER_STATEMENT: usize = 500;
 
 impl PreparedBatch {
@@ -89,24 +92,33 @@ impl PreparedBatch {
                 *slot = item;
             }
         }
-        let mut all: Vec<&IngestedRecord> = batch.iter().collect();
-        all.sort_by(|a, b| key(a).cmp(&key(b)));
+        let (envelopes, signatures) = split_envelopes(batch);
+        let mut all: Vec<Row<'_>> = batch
+            .iter()
+            .zip(&envelopes)
+            .map(|(item, (envelope, signature_digest))| Row {
+                item,
+                envelope,
+                signature_digest: signature_digest.as_ref().map(|d| d.as_slice()),
+            })
+            .collect();
+        all.sort_by(|a, b| key(a.item).cmp(&key(b.item)));
         let is_newest: Vec<bool> = all
             .iter()
-            .map(|item| std::ptr::eq(newest[&record(item)], *item))
+            .map(|row| std::ptr::eq(newest[&record(row.item)], row.item))
             .collect();
         let statement = match backend {
             Backend::Postgres => {
-                showcase_arrays::arguments(&all, &is_newest).map(Statement::Postgres)
+                showcase_arrays::arguments(&all, &is_newest, &signatures).map(Statement::Postgres)
             }
             Backend::Sqlite => {
                 // In key order, as `all` is.
-                let current: Vec<&IngestedRecord> = all
+                let current: Vec<&Row<'_>> = all
                     .iter()
                     .zip(&is_newest)
-                    .filter_map(|(item, &newest)| newest.then_some(*item))
+                    .filter_map(|(row, &newest)| newest.then_some(row))
                     .collect();
-                sqlite_statement(&current, &all)
+                sqlite_statement(&current, &all, &signatures)
             }
         };
         Self {
@@ -150,6 +162,57 @@ impl PreparedBatch {
     }
 }
 
+/// One history row of a batch: the record, and its envelope as stored.
+pub(crate) struct Row<'a> {
+    pub item: &'a IngestedRecord,
+    /// The envelope, or its own part when `signature_digest` is set.
+    pub envelope: &'a [u8],
+    /// Where the batch signature parts of a split envelope are stored.
+    pub signature_digest: Option<&'a [u8]>,
+}
+
+/// A batch signature's parts, under the SHA-256 of their bytes.
+pub(crate) type BatchSignature = ([u8; 32], Vec<u8>);
+
+/// An envelope as stored: whole, or its own part and the digest of its
+/// batch's signature parts.
+type StoredEnvelope<'a> = (Cow<'a, [u8]>, Option<[u8; 32]>);
+
+/// Each record's envelope as stored, in `batch` order, and the distinct
+/// signature parts of the batch in digest order (the order of their row
+/// locks, like the records'). Records of one signed batch come one after
+/// another off a partition: the parts are hashed once per run of records
+/// that share them.
+fn split_envelopes(batch: &[IngestedRecord]) -> (Vec<StoredEnvelope<'_>>, Vec<BatchSignature>) {
+    let mut envelopes = Vec::with_capacity(batch.len());
+    let mut signatures: Vec<BatchSignature> = Vec::new();
+    let mut last: Option<usize> = None;
+    for item in batch {
+        let Some(split) = stored_envelope::split(&item.envelope) else {
+            envelopes.push((Cow::Borrowed(item.envelope.as_slice()), None));
+            continue;
+        };
+        let known = match last {
+            Some(i) if signatures[i].1 == split.shared => i,
+            _ => {
+                let digest = split.shared_digest();
+                let i = match signatures.iter().position(|(d, _)| *d == digest) {
+                    Some(i) => i,
+                    None => {
+                        signatures.push((digest, split.shared));
+                        signatures.len() - 1
+                    }
+                };
+                last = Some(i);
+                i
+            }
+        };
+        envelopes.push((Cow::Owned(split.own), Some(signatures[known].0)));
+    }
+    signatures.sort_by_key(|(digest, _)| *digest);
+    (envelopes, signatures)
+}
+
 fn wrong_backend() -> StoreError {
     sqlx::Error::Configuration("a batch prepared for another backend".into()).into()
 }
@@ -163,8 +226,9 @@ fn wrong_backend() -> StoreError {
 /// thread to be scheduled on a busy machine: BEGIN alone was 11 % of the
 /// ingest writer's time (docs/PROFILING.md).
 fn sqlite_statement(
-    current: &[&IngestedRecord],
-    all: &[&IngestedRecord],
+    current: &[&Row<'_>],
+    all: &[Row<'_>],
+    signatures: &[BatchSignature],
 ) -> Result<Statement, sqlx::error::BoxDynError> {
     let mut sql = String::from("BEGIN IMMEDIATE; SELECT total_changes(); ");
     for chunk in current.chunks(ROWS_PER_STATEMENT) {
@@ -176,14 +240,27 @@ fn sqlite_statement(
         sql += &Table::History.insert_sql(Backend::Sqlite, chunk.len());
         sql += "; ";
     }
+    if !signatures.is_empty() {
+        sql += &format!(
+            "INSERT INTO showcase_batch_signatures (digest, signature) VALUES {} \
+             ON CONFLICT (digest) DO NOTHING; ",
+            crate::database::values_placeholders(Backend::Sqlite, signatures.len(), 2)
+        );
+    }
     sql += "COMMIT";
     let mut args = SqliteArguments::default();
     args.reserve(
-        current.len() * Table::Current.width() + all.len() * Table::History.width(),
+        current.len() * Table::Current.width()
+            + all.len() * Table::History.width()
+            + signatures.len() * 2,
         0,
     );
-    bind_rows(&mut args, Table::Current, current)?;
-    bind_rows(&mut args, Table::History, all)?;
+    bind_rows(&mut args, Table::Current, current.iter().copied())?;
+    bind_rows(&mut args, Table::History, all.iter())?;
+    for (digest, signature) in signatures {
+        args.add(digest.as_slice())?;
+        args.add(signature.as_slice())?;
+    }
     Ok(Statement::Sqlite {
         sql: sql.into(),
         args,
@@ -191,13 +268,13 @@ fn sqlite_statement(
 }
 
 /// Adds the columns of `table` for each of `rows`, in order.
-fn bind_rows(
+fn bind_rows<'a>(
     args: &mut SqliteArguments,
     table: Table,
-    rows: &[&IngestedRecord],
+    rows: impl Iterator<Item = &'a Row<'a>>,
 ) -> Result<(), sqlx::error::BoxDynError> {
-    for item in rows {
-        let r = &item.record;
+    for row in rows {
+        let (item, r) = (row.item, &row.item.record);
         args.add(r.record_type.as_str())?;
         args.add(r.subject_id.as_str())?;
         args.add(r.record_key.as_str())?;
@@ -210,7 +287,8 @@ fn bind_rows(
         args.add(item.offset)?;
         args.add(item.ingested_at_us)?;
         if table == Table::History {
-            args.add(item.envelope.as_slice())?;
+            args.add(row.envelope)?;
+            args.add(row.signature_digest)?;
         }
     }
     Ok(())
