@@ -219,6 +219,14 @@ impl TestBus {
         pki::settings_in(&self.certs_dir(), &id(identity))
     }
 
+    /// The record signer of `identity` (its certificate's key), as its
+    /// adapter signs.
+    pub fn signer(&self, identity: &str) -> govbus_security::Signer {
+        TlsMaterial::load(&self.tls(identity))
+            .and_then(|tls| Ok(tls.signer()?))
+            .expect("the test CA's signer")
+    }
+
     pub fn kafka(&self) -> KafkaSettings {
         let mut settings = KafkaSettings {
             bootstrap_servers: self.cluster.bootstrap_servers(),

@@ -9,15 +9,6 @@ use govbus_store::{IngestedRecord, Showcase};
 use govbus_tests::*;
 use prost::Message;
 
-fn signer_of(bus: &TestBus, identity: &str) -> Signer {
-    let tls = bus.tls(identity);
-    Signer::from_pem(
-        &std::fs::read_to_string(tls.cert).unwrap(),
-        &std::fs::read_to_string(tls.key).unwrap(),
-    )
-    .unwrap()
-}
-
 /// Births of citizens `subjects`, signed together as one batch.
 fn signed_together(signer: &Signer, subjects: std::ops::Range<u32>) -> Vec<Record> {
     let mut records: Vec<Record> = subjects
@@ -72,7 +63,7 @@ async fn assert_answers(showcase: &Showcase, record: &Record, ca: &[u8]) -> Vec<
 async fn a_signed_batch_stores_its_signature_once_and_every_record_verifies() {
     let bus = TestBus::start();
     let showcase = open_showcase(&bus, "showcase.db").await;
-    let signer = signer_of(&bus, FHDY);
+    let signer = bus.signer(FHDY);
     let records = signed_together(&signer, 0..40);
     let consumed = ingested(&records, 0);
 
@@ -116,7 +107,7 @@ async fn a_signed_batch_stores_its_signature_once_and_every_record_verifies() {
 async fn envelopes_signed_alone_are_stored_whole_beside_split_ones() {
     let bus = TestBus::start();
     let showcase = open_showcase(&bus, "showcase.db").await;
-    let signer = signer_of(&bus, FHDY);
+    let signer = bus.signer(FHDY);
     let alone = signed_together(&signer, 100..101);
     let (first, second) = (
         signed_together(&signer, 0..3),
@@ -150,7 +141,7 @@ async fn the_showcase_digest_is_of_the_envelopes_as_consumed() {
         open_showcase(&bus, "split.db").await,
         open_showcase(&bus, "whole.db").await,
     );
-    let records = signed_together(&signer_of(&bus, FHDY), 0..5);
+    let records = signed_together(&bus.signer(FHDY), 0..5);
     let consumed = ingested(&records, 0);
     split.apply(&consumed).await.unwrap();
     whole.apply(&consumed).await.unwrap();

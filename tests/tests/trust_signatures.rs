@@ -9,15 +9,6 @@ use tonic::Code;
 
 const BIRTH_TOPIC: &str = "govbus.records.birth_certificate";
 
-fn signer_of(bus: &TestBus, identity: &str) -> Signer {
-    let tls = bus.tls(identity);
-    Signer::from_pem(
-        &std::fs::read_to_string(tls.cert).unwrap(),
-        &std::fs::read_to_string(tls.key).unwrap(),
-    )
-    .unwrap()
-}
-
 fn signed(signer: &Signer, subject: &str, name: &str) -> govbus_proto::v1::Record {
     let mut record = birth_record(subject, 1, name);
     record.record_id = uuid::Uuid::now_v7().to_string();
@@ -47,7 +38,7 @@ async fn forged_foreign_and_unsigned_records_are_dead_lettered() {
     let (broker, adapter) = bus.broker_and_civil_registry().await;
     let showcase = open_showcase(&bus, "showcase.db").await;
     let subject = pinfl(900);
-    let fhdy = signer_of(&bus, FHDY);
+    let fhdy = bus.signer(FHDY);
 
     // 1. Tampered after signing: the date of birth changed, hash recomputed.
     let mut forged = signed(&fhdy, &subject, "Forged");
@@ -70,7 +61,7 @@ async fn forged_foreign_and_unsigned_records_are_dead_lettered() {
     (inclusion.tree_size, inclusion.leaf_index) = (1, 0);
     inclusion.path.clear();
     // 2. Signed by the interior ministry, which does not own birth certificates.
-    let foreign = signed(&signer_of(&bus, INTERIOR), &subject, "Foreign");
+    let foreign = signed(&bus.signer(INTERIOR), &subject, "Foreign");
     // 3. Signed under a CA that is not the bus's.
     let rogue_ca = CertificateAuthority::generate("rogue CA").unwrap();
     let rogue_cert = rogue_ca.issue(&LeafRequest::new(id(FHDY))).unwrap();
