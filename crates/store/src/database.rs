@@ -477,6 +477,22 @@ mod tests {
         assert_eq!(settings!(native), expected);
     }
 
+    /// The bundled SQLite is built as `.cargo/config.toml` asks: without
+    /// memory statistics, whose mutex every SQLite allocation would take.
+    #[tokio::test]
+    async fn sqlite_is_built_without_memory_statistics() {
+        let (_dir, url) = crate::test_databases::temp_sqlite("options.db");
+        let db = Database::connect(&url).await.expect("connect");
+        let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+            .fetch_all(&db.pool)
+            .await
+            .expect("compile options");
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+    }
+
     async fn page_size(db: &Database) -> i64 {
         sqlx::query_scalar("PRAGMA page_size")
             .fetch_one(&db.pool)
