@@ -7,6 +7,8 @@ use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions},
 };
 
+use crate::checkpointer::checkpoint_in_background;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database url {0:?} must start with sqlite:// or postgres://")]
@@ -118,47 +120,24 @@ impl std::ops::DerefMut for WriteTransaction {
     }
 }
 
-/// Copies the WAL back into the database file every 200 ms, beside the
-/// writers rather than inside one of their commits. SQLite's own
-/// auto-checkpoint runs in whichever commit crosses the threshold, and every
-/// request waiting on that commit (the audit group commit) waited for the
-/// checkpoint too: p99 at half load 10–17 ms with it, 6–7 ms without
-/// (docs/PROFILING.md). Ends when the last clone of its `Database` is gone.
-async fn checkpoint_in_background(
-    pool: AnyPool,
-    checkpoints: Arc<tokio::sync::Mutex<()>>,
-    mut stop: tokio::sync::mpsc::Receiver<()>,
-) {
-    loop {
-        tokio::select! {
-            _ = stop.recv() => return,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
-        if pool.is_closed() {
-            return;
-        }
-        let _round = checkpoints.lock().await;
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-        {
-            tracing::warn!(error = %e, "wal checkpoint failed");
-        }
-    }
-}
-
-/// SQLite creates the file but not its folder.
-fn create_parent_dir(url: &str) -> Result<(), StoreError> {
+/// The file of a SQLite URL; `None` for a database in memory.
+fn sqlite_file(url: &str) -> Option<&std::path::Path> {
     let path = url
         .trim_start_matches("sqlite:")
         .trim_start_matches("//")
         .split('?')
         .next()
         .unwrap_or_default();
-    if path.is_empty() || path == ":memory:" {
+    let in_memory = path.is_empty() || path == ":memory:" || url.contains("mode=memory");
+    (!in_memory).then(|| std::path::Path::new(path))
+}
+
+/// SQLite creates the file but not its folder.
+fn create_parent_dir(url: &str) -> Result<(), StoreError> {
+    let Some(path) = sqlite_file(url) else {
         return Ok(());
-    }
-    if let Some(parent) = std::path::Path::new(path).parent()
+    };
+    if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
     {
         std::fs::create_dir_all(parent).map_err(|e| StoreError::Io {
@@ -172,17 +151,17 @@ fn create_parent_dir(url: &str) -> Result<(), StoreError> {
 /// Every SQLite connection's settings, in this order. WAL lets queries run
 /// while the consumer writes; synchronous=FULL because Kafka offsets advance
 /// only after a commit, so a commit must survive power loss. Checkpoints
-/// run in the background (`checkpoint_in_background`) and keep up with the
-/// WAL's end, but under a steady writer SQLite never starts the WAL from its
-/// top again until one commit crosses the auto-checkpoint bound and
+/// run in the background (`checkpointer.rs`) and keep up with the WAL's
+/// end, but under a steady writer SQLite never starts the WAL from its top
+/// again until one commit crosses the auto-checkpoint bound and
 /// checkpoints itself — copying what arrived since the last background
-/// round and syncing the database file, 9–16 ms on session 23's disk, which
-/// every answer waiting on that audit group commit waits for too. At
-/// 10,000 frames that came every ~0.45 s at half load and made the p99;
-/// at 100,000 (a WAL of up to 400 MB at 4 KiB pages, 800 MB for a showcase
-/// of 8 KiB pages) it comes a tenth as often (docs/PROFILING.md, sessions
-/// 10 and 23). Page look-ups stay cheap: a reader searches only the frames
-/// after the last checkpoint.
+/// round and syncing the database file, which every answer waiting on that
+/// audit group commit waits for too (9–20 ms before the background synced
+/// its own copies). At 10,000 frames that came every ~0.45 s at half load
+/// and made the p99; at 100,000 (a WAL of up to 400 MB at 4 KiB pages,
+/// 800 MB for a showcase of 8 KiB pages) it comes a tenth as often
+/// (docs/PROFILING.md, sessions 10, 23 and 31). Page look-ups stay cheap:
+/// a reader searches only the frames after the last checkpoint.
 const SQLITE_PRAGMAS: [(&str, &str); 5] = [
     ("journal_mode", "WAL"),
     ("synchronous", "FULL"),
@@ -314,6 +293,7 @@ impl Database {
             tokio::spawn(checkpoint_in_background(
                 pool.clone(),
                 checkpoints.clone(),
+                sqlite_file(&url).map(Into::into),
                 stop,
             ));
         }

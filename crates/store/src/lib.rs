@@ -19,6 +19,7 @@ pub mod audit;
 mod audit_append;
 #[cfg(test)]
 mod audit_scope_tests;
+mod checkpointer;
 mod consents;
 mod current_reads;
 mod database;
