@@ -84,7 +84,7 @@ fn copied_anything(copied_before: i64, copied: i64) -> bool {
 }
 
 /// The database file behind a pool, opened at its first sync (SQLite
-/// creates it at its first connection) and kept open.
+/// creates it at its first connection).
 #[derive(Debug)]
 struct DatabaseFile {
     path: PathBuf,
@@ -101,15 +101,34 @@ impl DatabaseFile {
     async fn sync(&mut self) -> std::io::Result<()> {
         let handle = match &self.handle {
             Some(handle) => handle.clone(),
-            None => self
-                .handle
-                .insert(Arc::new(open_for_sync(&self.path)?))
-                .clone(),
+            None => self.handle.insert(kept_open(&self.path)?).clone(),
         };
         tokio::task::spawn_blocking(move || handle.sync_data())
             .await
             .map_err(std::io::Error::other)?
     }
+}
+
+/// One handle per database file for the rest of the process, never
+/// closed: closing any descriptor of a file drops every POSIX lock this
+/// process holds on it, SQLite's included (the shared lock each WAL
+/// connection keeps, by which another process's last connection knows it
+/// must not delete the log) — SQLite's own VFS keeps such descriptors
+/// open for the same reason. One descriptor per file ever synced.
+fn kept_open(path: &Path) -> std::io::Result<Arc<std::fs::File>> {
+    static OPEN: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<std::fs::File>>>,
+    > = std::sync::OnceLock::new();
+    let mut open = OPEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(handle) = open.get(path) {
+        return Ok(handle.clone());
+    }
+    let handle = Arc::new(open_for_sync(path)?);
+    open.insert(path.to_path_buf(), handle.clone());
+    Ok(handle)
 }
 
 /// Writable: some systems refuse to sync a file opened to read only.
@@ -147,5 +166,8 @@ mod tests {
         std::fs::write(&path, b"pages").expect("write");
         file.sync().await.expect("synced once the file exists");
         file.sync().await.expect("and again on the kept handle");
+        // Another `Database` on the same file shares the one handle.
+        let again = kept_open(&path).expect("open");
+        assert!(Arc::ptr_eq(file.handle.as_ref().expect("opened"), &again));
     }
 }
