@@ -71,6 +71,8 @@ pub(crate) async fn checkpoint_in_background(
             && let Err(e) = file.sync().await
         {
             tracing::warn!(error = %e, path = %file.path.display(), "database file sync failed");
+            // Tried again, but not a hundred times a second.
+            pause = IDLE_ROUND;
         }
     }
 }
