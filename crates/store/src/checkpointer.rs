@@ -39,7 +39,6 @@ pub(crate) async fn checkpoint_in_background(
     file: Option<PathBuf>,
     mut stop: tokio::sync::mpsc::Receiver<()>,
 ) {
-    let mut file = file.map(DatabaseFile::new);
     let mut copied_before = 0;
     let mut pause = IDLE_ROUND;
     loop {
@@ -67,10 +66,10 @@ pub(crate) async fn checkpoint_in_background(
         copied_before = copied;
         pause = if wrote { BUSY_ROUND } else { IDLE_ROUND };
         if wrote
-            && let Some(file) = &mut file
-            && let Err(e) = file.sync().await
+            && let Some(path) = &file
+            && let Err(e) = sync_file(path).await
         {
-            tracing::warn!(error = %e, path = %file.path.display(), "database file sync failed");
+            tracing::warn!(error = %e, path = %path.display(), "database file sync failed");
             // Tried again, but not a hundred times a second.
             pause = IDLE_ROUND;
         }
@@ -85,30 +84,14 @@ fn copied_anything(copied_before: i64, copied: i64) -> bool {
     copied > 0 && copied != copied_before
 }
 
-/// The database file behind a pool, opened at its first sync (SQLite
-/// creates it at its first connection).
-#[derive(Debug)]
-struct DatabaseFile {
-    path: PathBuf,
-    handle: Option<Arc<std::fs::File>>,
-}
-
-impl DatabaseFile {
-    fn new(path: PathBuf) -> Self {
-        Self { path, handle: None }
-    }
-
-    /// Makes what has been written into the file durable (`fdatasync`),
-    /// on the blocking pool.
-    async fn sync(&mut self) -> std::io::Result<()> {
-        let handle = match &self.handle {
-            Some(handle) => handle.clone(),
-            None => self.handle.insert(kept_open(&self.path)?).clone(),
-        };
-        tokio::task::spawn_blocking(move || handle.sync_data())
-            .await
-            .map_err(std::io::Error::other)?
-    }
+/// Makes what has been written into the database file at `path` durable
+/// (`fdatasync`), on the blocking pool. The file is opened at its first
+/// sync (SQLite creates it at its first connection).
+async fn sync_file(path: &Path) -> std::io::Result<()> {
+    let handle = kept_open(path)?;
+    tokio::task::spawn_blocking(move || handle.sync_data())
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// One handle per database file for the rest of the process, never
@@ -162,14 +145,18 @@ mod tests {
     async fn a_missing_file_is_an_error_tried_again_at_the_next_sync() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("showcase.db");
-        let mut file = DatabaseFile::new(path.clone());
-        let err = file.sync().await.expect_err("no such file");
+        let err = sync_file(&path).await.expect_err("no such file");
         assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
         std::fs::write(&path, b"pages").expect("write");
-        file.sync().await.expect("synced once the file exists");
-        file.sync().await.expect("and again on the kept handle");
-        // Another `Database` on the same file shares the one handle.
-        let again = kept_open(&path).expect("open");
-        assert!(Arc::ptr_eq(file.handle.as_ref().expect("opened"), &again));
+        sync_file(&path).await.expect("synced once the file exists");
+        sync_file(&path)
+            .await
+            .expect("and again on the kept handle");
+        // Every `Database` on the same file shares the one handle.
+        let (first, again) = (
+            kept_open(&path).expect("open"),
+            kept_open(&path).expect("open"),
+        );
+        assert!(Arc::ptr_eq(&first, &again));
     }
 }
