@@ -85,11 +85,11 @@ fn copied_anything(copied_before: i64, copied: i64) -> bool {
 }
 
 /// Makes what has been written into the database file at `path` durable
-/// (`fdatasync`), on the blocking pool. The file is opened at its first
-/// sync (SQLite creates it at its first connection).
+/// (`fdatasync`), on the blocking pool — the file's first opening too
+/// (SQLite creates it at its first connection).
 async fn sync_file(path: &Path) -> std::io::Result<()> {
-    let handle = kept_open(path)?;
-    tokio::task::spawn_blocking(move || handle.sync_data())
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || kept_open(&path)?.sync_data())
         .await
         .map_err(std::io::Error::other)?
 }
