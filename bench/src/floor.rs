@@ -99,6 +99,31 @@ pub async fn store(
     .await
 }
 
+/// The broker's check alone: `records` births signed beforehand (not
+/// timed) in the adapter's batches, each envelope checked by the broker's
+/// `RecordChecker` as it comes off Kafka (decode, owner, certificate,
+/// inclusion proof, each batch's signature once, validation), one after
+/// another on one thread.
+pub fn check(
+    signer: &Signer,
+    checker: &govbus_security::RecordChecker,
+    records: u64,
+) -> anyhow::Result<PartCost> {
+    let topic = ingest::birth_topic(checker)?;
+    let envelopes = ingest::envelopes(&seed::signed_births(
+        signer,
+        0..records,
+        seed::SIGNED_TOGETHER,
+    )?);
+    let (started, cpu_before) = (Instant::now(), process_cpu());
+    ingest::check_envelopes(checker, &topic, &envelopes)?;
+    Ok(PartCost {
+        count: records,
+        elapsed: started.elapsed(),
+        cpu: process_cpu().saturating_sub(cpu_before),
+    })
+}
+
 /// The adapter's own work on a publish call alone: `records` unsigned
 /// births in calls of `batch`, each call's request decoded from its wire
 /// bytes (encoded beforehand, not timed) and prepared by the adapter's

@@ -85,6 +85,38 @@ impl SignatureCost {
     }
 }
 
+/// The topic birth records are published on.
+pub fn birth_topic(checker: &govbus_security::RecordChecker) -> anyhow::Result<String> {
+    checker
+        .catalog()
+        .get(seed::RECORD_TYPE)
+        .map(|spec| spec.topic.clone())
+        .context("birth certificates in the catalog")
+}
+
+/// Each record's message key (its subject) and envelope, as Kafka carries
+/// them.
+pub fn envelopes(records: &[Record]) -> Vec<(String, Vec<u8>)> {
+    records
+        .iter()
+        .map(|record| (record.subject_id.clone(), record.encode_to_vec()))
+        .collect()
+}
+
+/// Checks each envelope as the broker does when it comes off `topic`.
+pub fn check_envelopes(
+    checker: &govbus_security::RecordChecker,
+    topic: &str,
+    envelopes: &[(String, Vec<u8>)],
+) -> anyhow::Result<()> {
+    for (subject, envelope) in envelopes {
+        checker
+            .check(topic, subject.as_bytes(), envelope)
+            .map_err(|reason| anyhow::anyhow!("a signed record fails its check: {reason}"))?;
+    }
+    Ok(())
+}
+
 /// Times signing and checking `samples` birth records, in batches of `batch`
 /// and one by one.
 pub fn signature_cost(
@@ -93,19 +125,11 @@ pub fn signature_cost(
     samples: u64,
     batch: u64,
 ) -> anyhow::Result<SignatureCost> {
-    let topic = checker
-        .catalog()
-        .get(seed::RECORD_TYPE)
-        .map(|spec| spec.topic.clone())
-        .context("birth certificates in the catalog")?;
+    let topic = birth_topic(checker)?;
     let check = |records: &[Record]| -> anyhow::Result<Duration> {
-        let envelopes: Vec<Vec<u8>> = records.iter().map(Message::encode_to_vec).collect();
+        let envelopes = envelopes(records);
         let started = Instant::now();
-        for (record, envelope) in records.iter().zip(&envelopes) {
-            checker
-                .check(&topic, record.subject_id.as_bytes(), envelope)
-                .map_err(|reason| anyhow::anyhow!("a signed record fails its check: {reason}"))?;
-        }
+        check_envelopes(checker, &topic, &envelopes)?;
         Ok(started.elapsed())
     };
     let unsigned = |from: u64, to: u64| -> Vec<Record> {

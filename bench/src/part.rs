@@ -27,6 +27,10 @@ pub enum Part {
     /// The ingest's showcase write, in the broker's batches (the records
     /// are signed first, untimed but counted by callgrind).
     Store,
+    /// The broker's check of ingested records, one after another (the
+    /// records are signed first, in the adapter's batches, untimed but
+    /// counted by callgrind).
+    Check,
     /// Audit entries through the broker's appender, in groups of
     /// `concurrency`.
     Audit,
@@ -60,6 +64,13 @@ pub async fn run(
         Part::Store => {
             let batch = govbus_broker::BrokerConfig::default().batch_max;
             floor::store(&showcase, &signer, count, batch).await?
+        }
+        Part::Check => {
+            let checker = govbus_security::RecordChecker::new(
+                Arc::new(govbus_core::Catalog::builtin()),
+                bus.ca_der(),
+            );
+            floor::check(&signer, &checker, count)?
         }
         Part::Audit => {
             let log = AuditLog::open(&bus.database_url("part-audit.db")).await?;

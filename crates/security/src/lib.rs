@@ -2,6 +2,7 @@
 //! configuration and record signatures.
 
 mod batch;
+mod batch_proof;
 mod identity;
 pub mod pki;
 mod record_check;

@@ -5,7 +5,8 @@
 //! docs/PROFILING.md). Likewise a batch signature is checked once for all
 //! the records it covers. What depends on the record (validity at its
 //! signing time, signer, key id, content hash, place in its batch) is still
-//! checked every time.
+//! checked every time; a place in a batch with the nodes of its tree that
+//! the batch's other records already proved (`batch_proof`).
 
 use std::{
     collections::HashMap,
@@ -16,11 +17,26 @@ use govbus_core::{content_hash, signing_input, time::timestamp_to_micros};
 use govbus_proto::v1::{BatchInclusion, Record};
 use ring::signature::{ED25519, UnparsedPublicKey};
 
-use crate::{Identity, Verified, VerifyError, batch, key_id, signing::parse_issued};
+use crate::{
+    Identity, Verified, VerifyError, batch,
+    batch_proof::{self, ProvenNodes},
+    key_id,
+    signing::parse_issued,
+};
 
 /// Certificates, and batch signatures, remembered at most; a full cache
 /// starts again empty.
 const CACHE_CAPACITY: usize = 4096;
+
+/// Trees whose proven nodes are remembered at most (records of a few
+/// batches arrive interleaved, one batch per publish call in flight), and
+/// the largest tree remembered: nodes are 2 per leaf, ~100 bytes each.
+const PROVEN_TREES: usize = 32;
+const MAX_PROVEN_TREE_SIZE: u64 = 4096;
+
+/// std's hasher (SipHash) is made for keys an attacker chooses; these are
+/// certificates the CA issued, signatures and roots, hashed per record.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A signer certificate that the CA issued, reduced to what verification
 /// needs; shared, not copied, by every record it signed.
@@ -39,9 +55,11 @@ struct IssuedCertificate {
 #[derive(Debug)]
 pub struct Verifier {
     ca_der: Vec<u8>,
-    issued: Mutex<HashMap<Vec<u8>, Arc<IssuedCertificate>>>,
+    issued: Mutex<FastMap<Vec<u8>, Arc<IssuedCertificate>>>,
     /// Batch signatures that held, by signature.
-    batches: Mutex<HashMap<Vec<u8>, CheckedBatch>>,
+    batches: Mutex<FastMap<Vec<u8>, CheckedBatch>>,
+    /// Nodes of batch trees proven to lead to their roots, by root and size.
+    trees: Mutex<FastMap<([u8; 32], u64), ProvenNodes>>,
 }
 
 /// What a batch signature was checked against: the key, and the root and
@@ -57,8 +75,9 @@ impl Verifier {
     pub fn new(ca_der: Vec<u8>) -> Self {
         Self {
             ca_der,
-            issued: Mutex::new(HashMap::new()),
-            batches: Mutex::new(HashMap::new()),
+            issued: Mutex::default(),
+            batches: Mutex::default(),
+            trees: Mutex::default(),
         }
     }
 
@@ -132,7 +151,7 @@ impl Verifier {
             // Signed alone (records from before batch signatures).
             None => check_signature(&issued.public_key, &input, &signature.signature)?,
             Some(inclusion) => {
-                if !batch::includes(inclusion, &record.content_hash) {
+                if !self.includes(inclusion, &record.content_hash) {
                     return Err(VerifyError::NotInBatch);
                 }
                 self.check_batch_signature(&issued.public_key, inclusion, &signature.signature)?;
@@ -142,6 +161,26 @@ impl Verifier {
             signer: actual.clone(),
             key_id: issued.key_id.clone(),
         })
+    }
+
+    /// Whether the record is the leaf of its batch it says; with the nodes
+    /// of the batch's tree its other records proved, where remembered.
+    fn includes(&self, inclusion: &BatchInclusion, content_hash: &[u8]) -> bool {
+        let Ok(root) = <[u8; 32]>::try_from(inclusion.root.as_slice()) else {
+            return false;
+        };
+        if inclusion.tree_size > MAX_PROVEN_TREE_SIZE {
+            return batch_proof::includes(inclusion, content_hash, None);
+        }
+        let Ok(mut trees) = self.trees.lock() else {
+            return batch_proof::includes(inclusion, content_hash, None);
+        };
+        let key = (root, inclusion.tree_size);
+        if trees.len() >= PROVEN_TREES && !trees.contains_key(&key) {
+            trees.clear();
+        }
+        let proven = trees.entry(key).or_default();
+        batch_proof::includes(inclusion, content_hash, Some(proven))
     }
 
     /// Checks a batch signature, once for all the records of its batch:

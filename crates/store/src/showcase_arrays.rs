@@ -77,10 +77,10 @@ pub(crate) fn arguments(
     args.add(column(all, |i| i64::from(i.partition)))?;
     args.add(column(all, |i| i.offset))?;
     args.add(column(all, |i| i.ingested_at_us))?;
-    args.add(all.iter().map(|row| row.envelope).collect::<Vec<_>>())?;
+    args.add(all.iter().map(|row| &*row.envelope).collect::<Vec<_>>())?;
     args.add(
         all.iter()
-            .map(|row| row.signature_digest)
+            .map(|row| row.signature_digest.as_ref().map(|d| d.as_slice()))
             .collect::<Vec<_>>(),
     )?;
     args.add(is_newest)?;

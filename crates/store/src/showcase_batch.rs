@@ -95,11 +95,11 @@ impl PreparedBatch {
         let (envelopes, signatures) = split_envelopes(batch);
         let mut all: Vec<Row<'_>> = batch
             .iter()
-            .zip(&envelopes)
+            .zip(envelopes)
             .map(|(item, (envelope, signature_digest))| Row {
                 item,
                 envelope,
-                signature_digest: signature_digest.as_ref().map(|d| d.as_slice()),
+                signature_digest,
             })
             .collect();
         all.sort_by(|a, b| key(a.item).cmp(&key(b.item)));
@@ -111,15 +111,7 @@ impl PreparedBatch {
             Backend::Postgres => {
                 showcase_arrays::arguments(&all, &is_newest, &signatures).map(Statement::Postgres)
             }
-            Backend::Sqlite => {
-                // In key order, as `all` is.
-                let current: Vec<&Row<'_>> = all
-                    .iter()
-                    .zip(&is_newest)
-                    .filter_map(|(row, &newest)| newest.then_some(row))
-                    .collect();
-                sqlite_statement(&current, &all, &signatures)
-            }
+            Backend::Sqlite => sqlite_statement(all, &is_newest, &signatures),
         };
         Self {
             records: batch.len(),
@@ -166,9 +158,9 @@ impl PreparedBatch {
 pub(crate) struct Row<'a> {
     pub item: &'a IngestedRecord,
     /// The envelope, or its own part when `signature_digest` is set.
-    pub envelope: &'a [u8],
+    pub envelope: Cow<'a, [u8]>,
     /// Where the batch signature parts of a split envelope are stored.
-    pub signature_digest: Option<&'a [u8]>,
+    pub signature_digest: Option<[u8; 32]>,
 }
 
 /// A batch signature's parts, under the SHA-256 of their bytes.
@@ -226,10 +218,12 @@ fn wrong_backend() -> StoreError {
 /// thread to be scheduled on a busy machine: BEGIN alone was 11 % of the
 /// ingest writer's time (docs/PROFILING.md).
 fn sqlite_statement(
-    current: &[&Row<'_>],
-    all: &[Row<'_>],
+    all: Vec<Row<'_>>,
+    is_newest: &[bool],
     signatures: &[BatchSignature],
 ) -> Result<Statement, sqlx::error::BoxDynError> {
+    // In key order, as `all` is.
+    let current: Vec<usize> = (0..all.len()).filter(|&i| is_newest[i]).collect();
     let mut sql = String::from("BEGIN IMMEDIATE; SELECT total_changes(); ");
     for chunk in current.chunks(ROWS_PER_STATEMENT) {
         sql += &Table::Current.insert_sql(Backend::Sqlite, chunk.len());
@@ -255,8 +249,17 @@ fn sqlite_statement(
             + signatures.len() * 2,
         0,
     );
-    bind_rows(&mut args, Table::Current, current.iter().copied())?;
-    bind_rows(&mut args, Table::History, all.iter())?;
+    let mut texts = SharedTexts::default();
+    let keys: Vec<RowTexts> = all.iter().map(|row| texts.row(row.item)).collect();
+    for &i in &current {
+        bind_columns(&mut args, &keys[i], &all[i])?;
+    }
+    for (row, keys) in all.into_iter().zip(&keys) {
+        bind_columns(&mut args, keys, &row)?;
+        // The envelope moves in: sqlx would copy a borrowed one.
+        args.add(row.envelope)?;
+        args.add(row.signature_digest.map(Vec::from))?;
+    }
     for (digest, signature) in signatures {
         args.add(digest.as_slice())?;
         args.add(signature.as_slice())?;
@@ -267,30 +270,64 @@ fn sqlite_statement(
     })
 }
 
-/// Adds the columns of `table` for each of `rows`, in order.
-fn bind_rows<'a>(
-    args: &mut SqliteArguments,
-    table: Table,
-    rows: impl Iterator<Item = &'a Row<'a>>,
-) -> Result<(), sqlx::error::BoxDynError> {
-    for row in rows {
-        let (item, r) = (row.item, &row.item.record);
-        args.add(r.record_type.as_str())?;
-        args.add(r.subject_id.as_str())?;
-        args.add(r.record_key.as_str())?;
-        args.add(r.version as i64)?;
-        args.add(r.record_id.as_str())?;
-        args.add(i64::from(r.status))?;
-        args.add(r.content_hash.as_slice())?;
-        args.add(item.topic.as_str())?;
-        args.add(i64::from(item.partition))?;
-        args.add(item.offset)?;
-        args.add(item.ingested_at_us)?;
-        if table == Table::History {
-            args.add(row.envelope)?;
-            args.add(row.signature_digest)?;
+/// A row's text columns, shared by its current and history rows: sqlx's
+/// SQLite driver binds a borrowed string as a copy in an allocation of its
+/// own, a shared one (`Arc<str>`) as it is — per record, two tables of
+/// five texts were ~20 allocations and copies (docs/PROFILING.md,
+/// session 33).
+struct RowTexts {
+    record_type: Arc<str>,
+    subject_id: Arc<str>,
+    record_key: Arc<str>,
+    record_id: Arc<str>,
+    topic: Arc<str>,
+}
+
+/// Record types and topics, the same for runs of a batch's records, made
+/// shareable once per run.
+#[derive(Default)]
+struct SharedTexts {
+    record_type: Option<Arc<str>>,
+    topic: Option<Arc<str>>,
+}
+
+impl SharedTexts {
+    fn row(&mut self, item: &IngestedRecord) -> RowTexts {
+        fn same(last: &mut Option<Arc<str>>, text: &str) -> Arc<str> {
+            match last {
+                Some(known) if **known == *text => known.clone(),
+                _ => last.insert(text.into()).clone(),
+            }
+        }
+        let r = &item.record;
+        RowTexts {
+            record_type: same(&mut self.record_type, &r.record_type),
+            subject_id: r.subject_id.as_str().into(),
+            record_key: r.record_key.as_str().into(),
+            record_id: r.record_id.as_str().into(),
+            topic: same(&mut self.topic, &item.topic),
         }
     }
+}
+
+/// Adds the columns both tables have (`Table::Current`'s), in its order.
+fn bind_columns(
+    args: &mut SqliteArguments,
+    texts: &RowTexts,
+    row: &Row<'_>,
+) -> Result<(), sqlx::error::BoxDynError> {
+    let (item, r) = (row.item, &row.item.record);
+    args.add(texts.record_type.clone())?;
+    args.add(texts.subject_id.clone())?;
+    args.add(texts.record_key.clone())?;
+    args.add(r.version as i64)?;
+    args.add(texts.record_id.clone())?;
+    args.add(i64::from(r.status))?;
+    args.add(r.content_hash.as_slice())?;
+    args.add(texts.topic.clone())?;
+    args.add(i64::from(item.partition))?;
+    args.add(item.offset)?;
+    args.add(item.ingested_at_us)?;
     Ok(())
 }
 

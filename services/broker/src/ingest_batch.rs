@@ -133,13 +133,19 @@ pub(crate) fn check(
     tokio::spawn(
         async move {
             let now = now_micros();
-            let mut positions: BTreeMap<(String, i32), i64> = BTreeMap::new();
+            // Gathered by reference first: the key's copy of the topic is
+            // then made once per partition, not once per message.
+            let mut after: BTreeMap<(&str, i32), i64> = BTreeMap::new();
             for message in &batch {
-                let next = positions
-                    .entry((message.topic.clone(), message.partition))
+                let next = after
+                    .entry((message.topic.as_str(), message.partition))
                     .or_insert(message.offset + 1);
                 *next = (*next).max(message.offset + 1);
             }
+            let positions: BTreeMap<(String, i32), i64> = after
+                .into_iter()
+                .map(|((topic, partition), next)| ((topic.to_string(), partition), next))
+                .collect();
             let mut good = Vec::with_capacity(batch.len());
             let mut dead = Vec::new();
             for (message, checked) in check_on_all_cores(&checker, batch).await? {
