@@ -276,7 +276,11 @@ mod tests {
     fn the_root_of_one_leaf_is_its_leaf_hash() {
         let hash = Sha256::digest(b"record").to_vec();
         let proof = &inclusions([hash.as_slice()])[0];
-        assert_eq!(proof.root, leaf_hash(&hash).to_vec());
+        let leaf = Sha256::new()
+            .chain_update([0u8])
+            .chain_update(&hash)
+            .finalize();
+        assert_eq!(proof.root, leaf.to_vec());
         assert!(proof.path.is_empty());
         assert!(includes(proof, &hash, Some(&mut ProvenNodes::default())));
     }

@@ -206,6 +206,57 @@ fn a_batch_signature_covers_each_record_alone() {
     assert_eq!(verify(&r, &ca_der), Err(VerifyError::BadSignature));
 }
 
+/// A verifier remembers the nodes of a batch's tree that its records
+/// proved (so later records of the batch hash less); what it remembers
+/// never lets a record through that a fresh verifier refuses.
+#[test]
+fn a_verifier_that_proved_a_batch_refuses_what_a_fresh_one_refuses() {
+    let ca = ca();
+    let ca_der = der(ca.cert_pem());
+    let signer = signer(&ca, "agency/civil-registry/system/fhdy");
+    let batch = batch_of(&signer, 9);
+    let verifier = govbus_security::Verifier::new(ca_der.clone());
+    for r in &batch {
+        verifier.verify(r).unwrap();
+    }
+    let path_len = batch[4]
+        .signature
+        .as_ref()
+        .unwrap()
+        .batch
+        .as_ref()
+        .unwrap()
+        .path
+        .len();
+    let mut refused = Vec::new();
+    // A record changed and its content hash made anew, in its own place.
+    refused.push(tampered(&batch[4]));
+    // Each hash of a proof changed in turn, the lowest (a leaf's sibling,
+    // which the verifier knows) to the one below the root.
+    for at in (0..path_len).step_by(32) {
+        let mut r = batch[4].clone();
+        r.signature.as_mut().unwrap().batch.as_mut().unwrap().path[at] ^= 1;
+        refused.push(r);
+    }
+    // A record moved to a neighbour's place.
+    let mut r = batch[4].clone();
+    r.signature
+        .as_mut()
+        .unwrap()
+        .batch
+        .as_mut()
+        .unwrap()
+        .leaf_index = 5;
+    refused.push(r);
+    for r in &refused {
+        assert_eq!(verify(r, &ca_der), Err(VerifyError::NotInBatch));
+        assert_eq!(verifier.verify(r), Err(VerifyError::NotInBatch));
+    }
+    for r in &batch {
+        verifier.verify(r).unwrap();
+    }
+}
+
 /// The salts of a batch are drawn together, but no two fields of any
 /// records share one: a shared salt would let a field's digest in one
 /// minimised record be compared with another's.
