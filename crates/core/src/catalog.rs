@@ -40,6 +40,11 @@ impl RecordTypeSpec {
         govbus_proto::type_url(self.message.full_name())
     }
 
+    /// Whether a payload of type `url` is what this type carries.
+    pub fn carries(&self, url: &str) -> bool {
+        govbus_proto::is_type_url(url, self.message.full_name())
+    }
+
     pub fn field_names(&self) -> Vec<String> {
         self.message
             .fields()

@@ -164,13 +164,14 @@ pub fn validate_record(
         (None, _) => bad("payload", "is required".into()),
         (Some(_), None) => {}
         (Some(any), Some(spec)) => {
-            let expected = spec.type_url();
-            if any.type_url != expected {
+            if !spec.carries(&any.type_url) {
                 bad(
                     "payload",
                     format!(
                         "has type {:?} but record type {:?} carries {:?}",
-                        any.type_url, spec.name, expected
+                        any.type_url,
+                        spec.name,
+                        spec.type_url()
                     ),
                 );
             } else if any.value.len() > limits.max_payload_bytes {
