@@ -7,6 +7,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
+use crate::payload_scan::PayloadShape;
 use prost_reflect::{DescriptorPool, MessageDescriptor};
 
 /// Kafka topics that carry records are named `govbus.records.<record_type>`.
@@ -33,11 +34,18 @@ pub struct RecordTypeSpec {
     pub owner: String,
     pub description: String,
     pub topic: String,
+    /// `message` reduced for checking payloads (`payload_scan`).
+    payload_shape: PayloadShape,
 }
 
 impl RecordTypeSpec {
     pub fn type_url(&self) -> String {
         govbus_proto::type_url(self.message.full_name())
+    }
+
+    /// The message type as `validate_record` walks payloads.
+    pub fn payload_shape(&self) -> &PayloadShape {
+        &self.payload_shape
     }
 
     /// Whether a payload of type `url` is what this type carries.
@@ -159,6 +167,7 @@ impl Catalog {
             name.to_string(),
             Arc::new(RecordTypeSpec {
                 name: name.to_string(),
+                payload_shape: PayloadShape::new(&descriptor),
                 message: descriptor,
                 owner: owner.to_string(),
                 description: description.to_string(),

@@ -183,7 +183,7 @@ pub fn validate_record(
                         limits.max_payload_bytes
                     ),
                 );
-            } else if !crate::payload_scan::conforms(&spec.message, &any.value) {
+            } else if !spec.payload_shape().conforms(&any.value) {
                 // Most payloads are vouched for by the walk; the rest get
                 // the decode's verdict and message.
                 match DynamicMessage::decode(spec.message.clone(), any.value.as_slice()) {
