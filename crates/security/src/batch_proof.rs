@@ -12,7 +12,7 @@
 //! a proof that differs from what is known anywhere on its way up is
 //! checked in full.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque, hash_map::Entry};
 
 use govbus_proto::v1::BatchInclusion;
 use sha2::{Digest, Sha256};
@@ -50,9 +50,70 @@ impl ProvenNodes {
     }
 
     /// Nodes held.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.nodes.len()
+    }
+}
+
+/// The proven nodes of the trees seen last, up to a number of nodes and of
+/// trees; the tree seen first is forgotten first. Why a budget, not a few
+/// trees: a batch's records are spread over the topic's partitions, which
+/// a broker reads at different paces, so a tree's records can arrive in
+/// runs many trees apart — kept to 32 trees, with all forgotten when a
+/// 33rd came, the bench's ingest still hashed ~6 nodes a record
+/// (docs/PROFILING.md, session 33).
+#[derive(Debug, Default)]
+pub(crate) struct ProvenTrees {
+    trees: HashMap<TreeKey, ProvenNodes, foldhash::fast::RandomState>,
+    /// In the order first seen.
+    seen: VecDeque<TreeKey>,
+    nodes: usize,
+}
+
+/// A tree: its root and size.
+type TreeKey = (Hash, u64);
+
+/// Nodes remembered at most, over all trees: ~16 MB.
+const MAX_PROVEN_NODES: usize = 1 << 18;
+/// Trees remembered at most (proofs that fail add trees with no nodes).
+const MAX_PROVEN_TREES: usize = 4096;
+/// Trees larger than this are checked without remembering their nodes.
+const MAX_PROVEN_TREE_SIZE: u64 = 4096;
+
+impl ProvenTrees {
+    /// [`includes`], with and adding to the nodes of the inclusion's tree.
+    pub(crate) fn includes(&mut self, inclusion: &BatchInclusion, content_hash: &[u8]) -> bool {
+        let Ok(root) = Hash::try_from(inclusion.root.as_slice()) else {
+            return false;
+        };
+        if inclusion.tree_size > MAX_PROVEN_TREE_SIZE {
+            return includes(inclusion, content_hash, None);
+        }
+        let key = (root, inclusion.tree_size);
+        let proven = match self.trees.entry(key) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(new) => {
+                self.seen.push_back(key);
+                new.insert(ProvenNodes::default())
+            }
+        };
+        let before = proven.len();
+        let included = includes(inclusion, content_hash, Some(proven));
+        self.nodes += proven.len() - before;
+        while self.nodes > MAX_PROVEN_NODES || self.trees.len() > MAX_PROVEN_TREES {
+            let Some(oldest) = self.seen.pop_front() else {
+                break;
+            };
+            if let Some(forgotten) = self.trees.remove(&oldest) {
+                self.nodes -= forgotten.len();
+            }
+        }
+        included
+    }
+
+    #[cfg(test)]
+    fn sizes(&self) -> (usize, usize) {
+        (self.trees.len(), self.nodes)
     }
 }
 
@@ -140,12 +201,15 @@ pub(crate) fn includes(
     }
     let mut computed = [[0u8; 32]; MAX_DEPTH];
     let mut hash = leaf_hash(content_hash);
+    // The levels climbed: up to the root, or to a node already proven.
+    let mut climbed = depth;
     for (i, (step, sibling)) in path.iter().zip(siblings.chunks_exact(32)).enumerate() {
         if proven
             .as_deref()
             .is_some_and(|p| p.completes(step.node, &hash, &path[i..], &siblings[32 * i..]))
         {
-            return true;
+            climbed = i;
+            break;
         }
         computed[i] = hash;
         hash = if step.node_is_left {
@@ -154,11 +218,14 @@ pub(crate) fn includes(
             node_hash(sibling, &hash)
         };
     }
-    if hash != root {
+    if climbed == depth && hash != root {
         return false;
     }
+    // What the climb computed and passed is proven too: it led to the root,
+    // or to a node that does.
     if let Some(proven) = proven {
-        for ((step, sibling), node) in path.iter().zip(siblings.chunks_exact(32)).zip(&computed) {
+        let below = path.iter().zip(siblings.chunks_exact(32)).zip(&computed);
+        for ((step, sibling), node) in below.take(climbed) {
             proven.nodes.insert(step.node, *node);
             let mut known = [0; 32];
             known.copy_from_slice(sibling);
@@ -270,6 +337,49 @@ mod tests {
         for (proof, hash) in proofs.iter().zip(&hashes) {
             assert!(includes(proof, hash, Some(&mut proven)));
         }
+    }
+
+    /// Trees are forgotten oldest first, within the budgets, and what is
+    /// forgotten is only checked again in full.
+    #[test]
+    fn proven_trees_stay_within_their_budgets() {
+        let mut trees = ProvenTrees::default();
+        let per_tree = 250;
+        let count = MAX_PROVEN_NODES / (2 * per_tree) + 10;
+        let mut first = None;
+        for t in 0..count {
+            let hashes: Vec<Vec<u8>> = (0..per_tree)
+                .map(|i| Sha256::digest(format!("{t}/{i}")).to_vec())
+                .collect();
+            let proofs = inclusions(hashes.iter().map(Vec::as_slice));
+            for (proof, hash) in proofs.iter().zip(&hashes) {
+                assert!(trees.includes(proof, hash));
+            }
+            first.get_or_insert((proofs[0].clone(), hashes[0].clone()));
+            let (held, nodes) = trees.sizes();
+            assert!(nodes <= MAX_PROVEN_NODES, "{nodes} nodes after {t} trees");
+            assert!(held <= MAX_PROVEN_TREES);
+        }
+        let (held, _) = trees.sizes();
+        assert!(
+            held < count,
+            "the oldest trees are forgotten: {held} of {count}, {:?}",
+            trees.sizes()
+        );
+        let (proof, hash) = first.unwrap();
+        assert!(
+            trees.includes(&proof, &hash),
+            "a forgotten tree is proved again"
+        );
+        // Failing proofs of trees never seen: held, but within the budget.
+        for n in 0..(MAX_PROVEN_TREES as u64 + 10) {
+            let bogus = BatchInclusion {
+                root: Sha256::digest(n.to_be_bytes()).to_vec(),
+                ..proof.clone()
+            };
+            assert!(!trees.includes(&bogus, &hash));
+        }
+        assert!(trees.sizes().0 <= MAX_PROVEN_TREES);
     }
 
     #[test]

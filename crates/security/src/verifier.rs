@@ -18,21 +18,12 @@ use govbus_proto::v1::{BatchInclusion, Record};
 use ring::signature::{ED25519, UnparsedPublicKey};
 
 use crate::{
-    Identity, Verified, VerifyError, batch,
-    batch_proof::{self, ProvenNodes},
-    key_id,
-    signing::parse_issued,
+    Identity, Verified, VerifyError, batch, batch_proof::ProvenTrees, key_id, signing::parse_issued,
 };
 
 /// Certificates, and batch signatures, remembered at most; a full cache
 /// starts again empty.
 const CACHE_CAPACITY: usize = 4096;
-
-/// Trees whose proven nodes are remembered at most (records of a few
-/// batches arrive interleaved, one batch per publish call in flight), and
-/// the largest tree remembered: nodes are 2 per leaf, ~100 bytes each.
-const PROVEN_TREES: usize = 32;
-const MAX_PROVEN_TREE_SIZE: u64 = 4096;
 
 /// std's hasher (SipHash) is made for keys an attacker chooses; these are
 /// certificates the CA issued, signatures and roots, hashed per record.
@@ -58,8 +49,8 @@ pub struct Verifier {
     issued: Mutex<FastMap<Vec<u8>, Arc<IssuedCertificate>>>,
     /// Batch signatures that held, by signature.
     batches: Mutex<FastMap<Vec<u8>, CheckedBatch>>,
-    /// Nodes of batch trees proven to lead to their roots, by root and size.
-    trees: Mutex<FastMap<([u8; 32], u64), ProvenNodes>>,
+    /// Nodes of batch trees proven to lead to their roots.
+    trees: Mutex<ProvenTrees>,
 }
 
 /// What a batch signature was checked against: the key, and the root and
@@ -166,21 +157,10 @@ impl Verifier {
     /// Whether the record is the leaf of its batch it says; with the nodes
     /// of the batch's tree its other records proved, where remembered.
     fn includes(&self, inclusion: &BatchInclusion, content_hash: &[u8]) -> bool {
-        let Ok(root) = <[u8; 32]>::try_from(inclusion.root.as_slice()) else {
-            return false;
-        };
-        if inclusion.tree_size > MAX_PROVEN_TREE_SIZE {
-            return batch_proof::includes(inclusion, content_hash, None);
+        match self.trees.lock() {
+            Ok(mut trees) => trees.includes(inclusion, content_hash),
+            Err(_) => crate::batch_proof::includes(inclusion, content_hash, None),
         }
-        let Ok(mut trees) = self.trees.lock() else {
-            return batch_proof::includes(inclusion, content_hash, None);
-        };
-        let key = (root, inclusion.tree_size);
-        if trees.len() >= PROVEN_TREES && !trees.contains_key(&key) {
-            trees.clear();
-        }
-        let proven = trees.entry(key).or_default();
-        batch_proof::includes(inclusion, content_hash, Some(proven))
     }
 
     /// Checks a batch signature, once for all the records of its batch:
