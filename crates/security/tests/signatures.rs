@@ -145,6 +145,19 @@ fn tampered(signed: &Record) -> Record {
     r
 }
 
+/// A batch-signed record's place in its batch, to change.
+fn inclusion(r: &mut Record) -> &mut govbus_proto::v1::BatchInclusion {
+    r.signature.as_mut().unwrap().batch.as_mut().unwrap()
+}
+
+/// The CA's certificate and `n` records signed together by a system it
+/// issued a certificate to.
+fn signed_batch(n: usize) -> (Vec<u8>, Vec<Record>) {
+    let ca = ca();
+    let signer = signer(&ca, "agency/civil-registry/system/fhdy");
+    (der(ca.cert_pem()), batch_of(&signer, n))
+}
+
 fn batch_of(signer: &Signer, n: usize) -> Vec<Record> {
     let mut records: Vec<Record> = (0..n)
         .map(|i| Record {
@@ -161,10 +174,7 @@ fn batch_of(signer: &Signer, n: usize) -> Vec<Record> {
 /// its own place in the batch and nothing else.
 #[test]
 fn a_batch_signature_covers_each_record_alone() {
-    let ca = ca();
-    let ca_der = der(ca.cert_pem());
-    let signer = signer(&ca, "agency/civil-registry/system/fhdy");
-    let batch = batch_of(&signer, 5);
+    let (ca_der, batch) = signed_batch(5);
     let signature = &batch[0].signature.as_ref().unwrap().signature;
     for r in &batch {
         assert_eq!(&r.signature.as_ref().unwrap().signature, signature);
@@ -182,13 +192,7 @@ fn a_batch_signature_covers_each_record_alone() {
     // A different tree size may still lead to the same root (RFC 9162
     // proofs do not pin it), but the signature covers the size.
     let mut r = batch[2].clone();
-    r.signature
-        .as_mut()
-        .unwrap()
-        .batch
-        .as_mut()
-        .unwrap()
-        .tree_size = 6;
+    inclusion(&mut r).tree_size = 6;
     assert_eq!(verify(&r, &ca_der), Err(VerifyError::BadSignature));
 
     // A tampered record in a batch of its own, under the genuine signature:
@@ -211,10 +215,7 @@ fn a_batch_signature_covers_each_record_alone() {
 /// never lets a record through that a fresh verifier refuses.
 #[test]
 fn a_verifier_that_proved_a_batch_refuses_what_a_fresh_one_refuses() {
-    let ca = ca();
-    let ca_der = der(ca.cert_pem());
-    let signer = signer(&ca, "agency/civil-registry/system/fhdy");
-    let batch = batch_of(&signer, 9);
+    let (ca_der, batch) = signed_batch(9);
     let verifier = govbus_security::Verifier::new(ca_der.clone());
     for r in &batch {
         verifier.verify(r).unwrap();
@@ -235,18 +236,12 @@ fn a_verifier_that_proved_a_batch_refuses_what_a_fresh_one_refuses() {
     // which the verifier knows) to the one below the root.
     for at in (0..path_len).step_by(32) {
         let mut r = batch[4].clone();
-        r.signature.as_mut().unwrap().batch.as_mut().unwrap().path[at] ^= 1;
+        inclusion(&mut r).path[at] ^= 1;
         refused.push(r);
     }
     // A record moved to a neighbour's place.
     let mut r = batch[4].clone();
-    r.signature
-        .as_mut()
-        .unwrap()
-        .batch
-        .as_mut()
-        .unwrap()
-        .leaf_index = 5;
+    inclusion(&mut r).leaf_index = 5;
     refused.push(r);
     for r in &refused {
         assert_eq!(verify(r, &ca_der), Err(VerifyError::NotInBatch));
