@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 /// Batches larger than this are refused before any tree arithmetic; their
 /// paths would be over 24 hashes (adapters send at most thousands).
-pub(crate) const MAX_TREE_SIZE: u64 = 1 << 24;
+const MAX_TREE_SIZE: u64 = 1 << 24;
 const MAX_DEPTH: usize = 24;
 
 type Hash = [u8; 32];
