@@ -7,8 +7,9 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use crate::payload_scan::PayloadShape;
 use prost_reflect::{DescriptorPool, MessageDescriptor};
+
+use crate::payload_scan::PayloadShape;
 
 /// Kafka topics that carry records are named `govbus.records.<record_type>`.
 pub const TOPIC_PREFIX: &str = "govbus.records.";

@@ -76,6 +76,9 @@ type TreeKey = (Hash, u64);
 /// Nodes remembered at most, over all trees: ~16 MB.
 const MAX_PROVEN_NODES: usize = 1 << 18;
 /// Trees remembered at most (proofs that fail add trees with no nodes).
+/// A tree enters before its batch signature is checked, so whoever can
+/// write to the topics can make the broker forget honest trees — which
+/// costs hashes, never a wrong answer.
 const MAX_PROVEN_TREES: usize = 4096;
 /// Trees larger than this are checked without remembering their nodes.
 const MAX_PROVEN_TREE_SIZE: u64 = 4096;

@@ -25,8 +25,10 @@ use crate::{
 /// starts again empty.
 const CACHE_CAPACITY: usize = 4096;
 
-/// std's hasher (SipHash) is made for keys an attacker chooses; these are
-/// certificates the CA issued, signatures and roots, hashed per record.
+/// Hashed on every record: foldhash, seeded at random per map, instead of
+/// std's SipHash. What enters these maps is a certificate the CA issued or
+/// a batch signature that held; a flood of chosen keys only meets the
+/// lookups, and each map is bounded (`CACHE_CAPACITY`).
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A signer certificate that the CA issued, reduced to what verification
