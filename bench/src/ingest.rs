@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use govbus_kafka::KafkaSettings;
+use govbus_kafka::{KafkaSettings, Role};
 use govbus_proto::v1::{
     PublishRequest, PublishResult, Record, agency_adapter_client::AgencyAdapterClient,
 };
@@ -319,7 +319,7 @@ pub async fn through_raw_rdkafka(
             .map(|record| (record.subject_id.clone(), record.encode_to_vec()))
             .collect();
     let producer: FutureProducer = kafka
-        .client_config()
+        .config_for(Role::Producer)
         .set("message.timeout.ms", "20000")
         .set("linger.ms", "2")
         .set("compression.type", "lz4")
@@ -327,7 +327,7 @@ pub async fn through_raw_rdkafka(
         .set("acks", "all")
         .create()?;
     let consumer: StreamConsumer = kafka
-        .client_config()
+        .config_for(Role::Consumer)
         .set("group.id", &topic)
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "50")

@@ -235,10 +235,10 @@ impl TestBus {
         };
         // Tests stop and start consumers often; keep group joins quick.
         settings
-            .client
+            .consumer
             .insert("session.timeout.ms".into(), "6000".into());
         settings
-            .client
+            .consumer
             .insert("heartbeat.interval.ms".into(), "500".into());
         settings
     }
@@ -600,7 +600,7 @@ pub fn topic_message_count(bus: &TestBus, topic: &str) -> i64 {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer = bus
         .kafka()
-        .client_config()
+        .config_for(govbus_kafka::Role::Consumer)
         .set("group.id", "govbus-tests-inspector")
         .create()
         .expect("inspector consumer");
@@ -628,7 +628,7 @@ pub fn group_is_at_end(bus: &TestBus, group: &str, topics: &[&str]) -> bool {
     };
     let consumer: BaseConsumer = bus
         .kafka()
-        .client_config()
+        .config_for(govbus_kafka::Role::Consumer)
         .set("group.id", group)
         .create()
         .expect("inspecting consumer");
@@ -660,7 +660,11 @@ pub fn group_is_at_end(bus: &TestBus, group: &str, topics: &[&str]) -> bool {
 /// the adapter (for duplicates and hostile input).
 pub async fn produce_raw(bus: &TestBus, topic: &str, key: &str, payload: &[u8]) {
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = bus.kafka().client_config().create().expect("raw producer");
+    let producer: FutureProducer = bus
+        .kafka()
+        .config_for(govbus_kafka::Role::Producer)
+        .create()
+        .expect("raw producer");
     producer
         .send(
             FutureRecord::to(topic).key(key).payload(payload),
@@ -732,7 +736,7 @@ fn read_topic_messages(bus: &TestBus, topic: &str) -> Vec<TopicMessage> {
     };
     let consumer: BaseConsumer = bus
         .kafka()
-        .client_config()
+        .config_for(govbus_kafka::Role::Consumer)
         .set("group.id", "govbus-tests-reader")
         .set("enable.partition.eof", "true")
         .create()

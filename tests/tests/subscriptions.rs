@@ -588,7 +588,7 @@ fn rewind_group(bus: &TestBus, group: &str) {
     };
     let consumer: BaseConsumer = bus
         .kafka()
-        .client_config()
+        .config_for(govbus_kafka::Role::Consumer)
         .set("group.id", group)
         .create()
         .expect("rewinding consumer");

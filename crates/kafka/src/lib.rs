@@ -14,7 +14,7 @@ pub use embedded::{EmbeddedCluster, EmbeddedError};
 pub use headers::{HeaderExtractor, HeaderInjector, TRACEPARENT};
 pub use offset_reset::consumer_log;
 pub use producer::{Delivered, RecordProducer};
-pub use settings::{KafkaSettings, SettingsError};
+pub use settings::{KafkaSettings, Role, SettingsError};
 
 /// Topic that receives records the broker refused, with the reason in a header.
 pub const DEAD_LETTER_TOPIC: &str = "govbus.deadletter";

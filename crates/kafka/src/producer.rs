@@ -12,7 +12,7 @@ use rdkafka::{
 };
 use tracing::warn;
 
-use crate::{HeaderInjector, KafkaSettings};
+use crate::{HeaderInjector, KafkaSettings, Role};
 
 /// Where Kafka put a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +61,8 @@ async fn enqueue(
 
 impl RecordProducer {
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
-        let mut config = settings.client_config();
-        // Defaults a caller may tune through kafka.client ...
+        let mut config = settings.config_for(Role::Producer);
+        // Defaults a caller may tune through kafka.client or kafka.producer ...
         for (key, value) in [
             // Below the gRPC server timeout (30 s), so a caller gets per-record
             // outcomes rather than a deadline error when Kafka is down.
@@ -70,7 +70,7 @@ impl RecordProducer {
             ("linger.ms", "2"),
             ("compression.type", "lz4"),
         ] {
-            if !settings.sets(key) {
+            if !settings.sets(Role::Producer, key) {
                 config.set(key, value);
             }
         }

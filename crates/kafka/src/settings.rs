@@ -11,10 +11,17 @@ pub struct KafkaSettings {
     /// `host:port[,host:port…]`. Empty in the embedded mode until the
     /// embedded cluster has started.
     pub bootstrap_servers: String,
-    /// Passed through to librdkafka (e.g. `security.protocol`,
-    /// `sasl.mechanism`, `ssl.ca.location`, `message.timeout.ms`); `_` may
-    /// stand for `.`, as environment variables need.
+    /// Passed through to every librdkafka client (e.g. `security.protocol`,
+    /// `sasl.mechanism`, `ssl.ca.location`); `_` may stand for `.`, as
+    /// environment variables need.
     pub client: BTreeMap<String, String>,
+    /// Passed through to consumers only (e.g. `session.timeout.ms`), over
+    /// `client`. librdkafka warns at every producer that is given a
+    /// consumer property, and the other way round.
+    pub consumer: BTreeMap<String, String>,
+    /// Passed through to producers only (e.g. `message.timeout.ms`,
+    /// `linger.ms`), over `client`.
+    pub producer: BTreeMap<String, String>,
     /// Partitions of each record topic when govbus creates it.
     pub partitions: i32,
     pub replication_factor: i32,
@@ -28,6 +35,8 @@ impl Default for KafkaSettings {
         Self {
             bootstrap_servers: String::new(),
             client: BTreeMap::new(),
+            consumer: BTreeMap::new(),
+            producer: BTreeMap::new(),
             partitions: 6,
             replication_factor: 1,
             manage_topics: true,
@@ -45,7 +54,8 @@ pub enum SettingsError {
     Partitions(i32),
     #[error("kafka.replication_factor must be at least 1, got {0}")]
     Replication(i32),
-    #[error("kafka.client.{0} is set by govbus and cannot be overridden")]
+    /// The setting's whole name, e.g. `kafka.consumer.group.id`.
+    #[error("{0} is set by govbus and cannot be overridden")]
     Reserved(String),
 }
 
@@ -77,22 +87,42 @@ impl KafkaSettings {
         if self.replication_factor < 1 {
             return Err(SettingsError::Replication(self.replication_factor));
         }
-        if let Some(key) = self
-            .client
-            .keys()
-            .find(|k| RESERVED.contains(&librdkafka_key(k).as_str()))
-        {
-            return Err(SettingsError::Reserved(key.clone()));
+        for (section, settings) in [
+            ("client", &self.client),
+            ("consumer", &self.consumer),
+            ("producer", &self.producer),
+        ] {
+            if let Some(key) = settings
+                .keys()
+                .find(|k| RESERVED.contains(&librdkafka_key(k).as_str()))
+            {
+                return Err(SettingsError::Reserved(format!("kafka.{section}.{key}")));
+            }
         }
         Ok(())
     }
 
-    /// Whether the operator set a librdkafka property (in either spelling).
-    pub fn sets(&self, property: &str) -> bool {
-        self.client.keys().any(|k| librdkafka_key(k) == property)
+    /// Whether the operator set a librdkafka property for `role` (in either
+    /// spelling).
+    pub fn sets(&self, role: Role, property: &str) -> bool {
+        [&self.client, self.only(role)]
+            .into_iter()
+            .flat_map(BTreeMap::keys)
+            .any(|k| librdkafka_key(k) == property)
     }
 
-    /// A client configuration with the bootstrap servers and pass-through settings.
+    /// A configuration for a client in `role`: the bootstrap servers, the
+    /// settings for every client, then those for the role alone.
+    pub fn config_for(&self, role: Role) -> ClientConfig {
+        let mut config = self.client_config();
+        for (key, value) in self.only(role) {
+            config.set(librdkafka_key(key), value);
+        }
+        config
+    }
+
+    /// A configuration for an admin client: the bootstrap servers and the
+    /// settings for every client.
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap_servers);
@@ -101,6 +131,20 @@ impl KafkaSettings {
         }
         config
     }
+
+    fn only(&self, role: Role) -> &BTreeMap<String, String> {
+        match role {
+            Role::Consumer => &self.consumer,
+            Role::Producer => &self.producer,
+        }
+    }
+}
+
+/// What a librdkafka client does, for the settings that apply to it alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Consumer,
+    Producer,
 }
 
 /// librdkafka property names use dots and never underscores; environment
@@ -125,5 +169,57 @@ mod tests {
         s.bootstrap_servers = "localhost:9092".into();
         s.client.insert("enable.idempotence".into(), "false".into());
         assert!(matches!(s.validate(), Err(SettingsError::Reserved(_))));
+        s.client.clear();
+        s.consumer.insert("group_id".into(), "theirs".into());
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "kafka.consumer.group_id is set by govbus and cannot be overridden"
+        );
+        s.consumer.clear();
+        s.producer
+            .insert("enable.idempotence".into(), "false".into());
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "kafka.producer.enable.idempotence is set by govbus and cannot be overridden"
+        );
+    }
+
+    #[test]
+    fn a_role_gets_the_common_settings_and_its_own_only() {
+        let mut s = KafkaSettings {
+            bootstrap_servers: "localhost:9092".into(),
+            ..Default::default()
+        };
+        s.client.insert("socket_timeout_ms".into(), "10000".into());
+        s.client.insert("client.id".into(), "everyone".into());
+        s.consumer
+            .insert("session_timeout_ms".into(), "6000".into());
+        s.consumer.insert("client.id".into(), "reader".into());
+        s.producer.insert("linger.ms".into(), "5".into());
+        s.validate().unwrap();
+
+        let consumer = s.config_for(Role::Consumer);
+        assert_eq!(consumer.get("bootstrap.servers"), Some("localhost:9092"));
+        assert_eq!(consumer.get("socket.timeout.ms"), Some("10000"));
+        assert_eq!(consumer.get("session.timeout.ms"), Some("6000"));
+        // The role's own value wins over the common one.
+        assert_eq!(consumer.get("client.id"), Some("reader"));
+        assert_eq!(consumer.get("linger.ms"), None);
+
+        let producer = s.config_for(Role::Producer);
+        assert_eq!(producer.get("socket.timeout.ms"), Some("10000"));
+        assert_eq!(producer.get("linger.ms"), Some("5"));
+        assert_eq!(producer.get("client.id"), Some("everyone"));
+        assert_eq!(producer.get("session.timeout.ms"), None);
+
+        let admin = s.client_config();
+        assert_eq!(admin.get("session.timeout.ms"), None);
+        assert_eq!(admin.get("linger.ms"), None);
+
+        assert!(s.sets(Role::Consumer, "session.timeout.ms"));
+        assert!(!s.sets(Role::Producer, "session.timeout.ms"));
+        assert!(s.sets(Role::Producer, "socket.timeout.ms"));
+        assert!(s.sets(Role::Producer, "linger.ms"));
+        assert!(!s.sets(Role::Consumer, "linger.ms"));
     }
 }

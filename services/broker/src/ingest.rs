@@ -15,7 +15,7 @@ use std::{
 };
 
 use govbus_core::{Catalog, time::now_micros};
-use govbus_kafka::{DEAD_LETTER_TOPIC, KafkaSettings, RecordProducer};
+use govbus_kafka::{DEAD_LETTER_TOPIC, KafkaSettings, RecordProducer, Role};
 use govbus_store::{Durability, PreparedBatch, Showcase};
 use rdkafka::{
     ClientContext, Offset, TopicPartitionList,
@@ -132,7 +132,7 @@ impl Ingestor {
             batch_max,
             batch_wait,
         } = settings;
-        let mut config = kafka.client_config();
+        let mut config = kafka.config_for(Role::Consumer);
         config
             .set("group.id", group_id)
             .set("enable.auto.commit", "true")
@@ -145,7 +145,7 @@ impl Ingestor {
             ("fetch.wait.max.ms", "50"),
             ("statistics.interval.ms", "5000"),
         ] {
-            if !kafka.sets(key) {
+            if !kafka.sets(Role::Consumer, key) {
                 config.set(key, value);
             }
         }

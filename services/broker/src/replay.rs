@@ -40,7 +40,7 @@ pub async fn rebuild(
     batch_max: usize,
 ) -> Result<RebuildReport, BrokerError> {
     let consumer: StreamConsumer = kafka
-        .client_config()
+        .config_for(govbus_kafka::Role::Consumer)
         .set(
             "group.id",
             format!("govbus-rebuild-{}", uuid::Uuid::now_v7()),

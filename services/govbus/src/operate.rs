@@ -21,7 +21,7 @@ fn consumer(kafka: &str, group: &str) -> Result<BaseConsumer> {
     };
     settings.validate()?;
     Ok(settings
-        .client_config()
+        .config_for(govbus_kafka::Role::Consumer)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")

@@ -96,7 +96,7 @@ enum End {
 
 impl Session {
     pub fn start(spec: SessionSpec<'_>) -> Result<Self, KafkaError> {
-        let mut config = spec.kafka.client_config();
+        let mut config = spec.kafka.config_for(govbus_kafka::Role::Consumer);
         config
             .set("group.id", &spec.group_id)
             // The cursor moves only by Acknowledge.
@@ -110,7 +110,7 @@ impl Session {
             // A subscriber may legitimately read nothing for a long time.
             ("max.poll.interval.ms", "86400000"),
         ] {
-            if !spec.kafka.sets(key) {
+            if !spec.kafka.sets(govbus_kafka::Role::Consumer, key) {
                 config.set(key, value);
             }
         }
