@@ -471,6 +471,10 @@ async fn main() -> anyhow::Result<()> {
         args.seconds > 0 && args.concurrency > 0,
         "--seconds and --concurrency must be at least 1"
     );
+    anyhow::ensure!(
+        args.ingest_records > 0 && args.ingest_batch > 0,
+        "--ingest-records and --ingest-batch must be at least 1"
+    );
     if let Some(part) = args.part {
         return part::run(
             part,

@@ -440,7 +440,8 @@ impl Report {
              signed envelopes \
              ({} bytes each) produced by a bare rdkafka producer with the adapter's producer \
              settings and read by a bare consumer with the broker's fetch settings, on the \
-             same cluster.\n\n\
+             same cluster. Both clocks start with the clients connected and what they send \
+             made: the baseline's envelopes, the publishers' records.\n\n\
              | path | records | seconds | records/s | CPU µs / record |\n|---|---:|---:|---:|---:|\n\
              | raw rdkafka produce + consume | {} | {:.2} | {:.0} | {:.1} |\n\
              | govbus adapter → Kafka → broker → showcase | {} | {:.2} | {:.0} | {:.1} |\n\n\
