@@ -148,6 +148,13 @@ fn create_parent_dir(url: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The name of the thread that runs the ingest writer's SQLite statements
+/// (sqlx runs each connection on a thread of its own), so that `top -H`,
+/// `perf` and `/proc/<pid>/task/*/comm` tell the one serial stage of the
+/// ingest from the readers' and the audit trail's `sqlx-sqlite-worker-<n>`
+/// threads. At most 15 bytes: Linux keeps no more of a thread's name.
+pub(crate) const SQLITE_WRITER_THREAD: &str = "showcase-writer";
+
 /// Every SQLite connection's settings, in this order. WAL lets queries run
 /// while the consumer writes; synchronous=FULL because Kafka offsets advance
 /// only after a commit, so a commit must survive power loss. Checkpoints
@@ -280,7 +287,8 @@ impl Database {
                         SQLITE_PRAGMAS.iter().fold(
                             // sqlx sends `page_size` before `journal_mode`.
                             sqlx::sqlite::SqliteConnectOptions::from_str(&url)?
-                                .pragma("page_size", page_size.to_string()),
+                                .pragma("page_size", page_size.to_string())
+                                .thread_name(|_| SQLITE_WRITER_THREAD.to_string()),
                             |options, (name, value)| options.pragma(*name, *value),
                         ),
                     ),
@@ -455,6 +463,24 @@ mod tests {
         let native = db.native_sqlite().expect("native pool on SQLite");
         let mut native = native.acquire().await.expect("native connection");
         assert_eq!(settings!(native), expected);
+    }
+
+    /// An operator looking at the process's threads finds the ingest
+    /// writer's by name. (Other tests of this binary may hold writers of
+    /// their own meanwhile, so the check is that one is there, not how many:
+    /// nothing else names a thread so.)
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_ingest_writer_runs_on_a_thread_named_for_it() {
+        let (_dir, url) = crate::test_databases::temp_sqlite("named.db");
+        let db = Database::connect(&url).await.expect("connect");
+        let native = db.native_sqlite().expect("native pool on SQLite");
+        let _held = native.acquire().await.expect("native connection");
+        let named = std::fs::read_dir("/proc/self/task")
+            .expect("threads")
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .any(|name| name.trim_end() == SQLITE_WRITER_THREAD);
+        assert!(named, "no thread named {SQLITE_WRITER_THREAD}");
     }
 
     /// The bundled SQLite is built as `.cargo/config.toml` asks: without
