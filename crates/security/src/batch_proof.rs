@@ -17,10 +17,11 @@ use std::collections::{HashMap, VecDeque, hash_map::Entry};
 use govbus_proto::v1::BatchInclusion;
 use sha2::{Digest, Sha256};
 
-/// Batches larger than this are refused before any tree arithmetic; their
-/// paths would be over 24 hashes (adapters send at most thousands).
+/// Batches larger than this are refused before any tree arithmetic
+/// (adapters send at most thousands).
 const MAX_TREE_SIZE: u64 = 1 << 24;
-const MAX_DEPTH: usize = 24;
+/// The most hashes a path of a tree of at most `MAX_TREE_SIZE` leaves has.
+const MAX_DEPTH: usize = MAX_TREE_SIZE.trailing_zeros() as usize;
 
 type Hash = [u8; 32];
 
