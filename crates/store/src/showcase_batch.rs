@@ -7,7 +7,7 @@
 //! statement: the writer is the ingest's slower stage, and this CPU work
 //! was about a third of its time (docs/PROFILING.md, session 15).
 
-use std::{borrow::Cow, collections::HashMap, sync::Arc};
+use std::{borrow::Cow, sync::Arc};
 
 use sqlx::{
     Arguments as _, Row as _,
@@ -84,14 +84,6 @@ impl PreparedBatch {
         fn key(r: &IngestedRecord) -> ((&str, &str, &str), u64) {
             (record(r), r.record.version)
         }
-        let mut newest: HashMap<(&str, &str, &str), &IngestedRecord> =
-            HashMap::with_capacity(batch.len());
-        for item in batch {
-            let slot = newest.entry(record(item)).or_insert(item);
-            if item.record.version > slot.record.version {
-                *slot = item;
-            }
-        }
         let (envelopes, signatures) = split_envelopes(batch);
         let mut all: Vec<Row<'_>> = batch
             .iter()
@@ -102,11 +94,20 @@ impl PreparedBatch {
                 signature_digest,
             })
             .collect();
+        // Stable: versions seen twice keep their batch order.
         all.sort_by(|a, b| key(a.item).cmp(&key(b.item)));
-        let is_newest: Vec<bool> = all
-            .iter()
-            .map(|row| std::ptr::eq(newest[&record(row.item)], row.item))
-            .collect();
+        // In key order a record's versions are a run, its newest last; of
+        // that version seen twice (a redelivery), the first is current.
+        let mut is_newest = vec![false; all.len()];
+        let mut start = 0;
+        for run in all.chunk_by(|a, b| record(a.item) == record(b.item)) {
+            let newest = run.last().map(|row| row.item.record.version);
+            let first = run
+                .iter()
+                .position(|row| Some(row.item.record.version) == newest);
+            is_newest[start + first.unwrap_or_default()] = true;
+            start += run.len();
+        }
         let statement = match backend {
             Backend::Postgres => {
                 showcase_arrays::arguments(&all, &is_newest, &signatures).map(Statement::Postgres)
@@ -179,19 +180,22 @@ fn split_envelopes(batch: &[IngestedRecord]) -> (Vec<StoredEnvelope<'_>>, Vec<Ba
     let mut envelopes = Vec::with_capacity(batch.len());
     let mut signatures: Vec<BatchSignature> = Vec::new();
     let mut last: Option<usize> = None;
+    let mut shared = Vec::new();
     for item in batch {
-        let Some(split) = stored_envelope::split(&item.envelope) else {
+        let mut own = Vec::new();
+        shared.clear();
+        if !stored_envelope::split_into(&item.envelope, &mut own, &mut shared) {
             envelopes.push((Cow::Borrowed(item.envelope.as_slice()), None));
             continue;
-        };
+        }
         let known = match last {
-            Some(i) if signatures[i].1 == split.shared => i,
+            Some(i) if signatures[i].1 == shared => i,
             _ => {
-                let digest = split.shared_digest();
+                let digest = stored_envelope::shared_digest(&shared);
                 let i = match signatures.iter().position(|(d, _)| *d == digest) {
                     Some(i) => i,
                     None => {
-                        signatures.push((digest, split.shared));
+                        signatures.push((digest, shared.clone()));
                         signatures.len() - 1
                     }
                 };
@@ -199,7 +203,7 @@ fn split_envelopes(batch: &[IngestedRecord]) -> (Vec<StoredEnvelope<'_>>, Vec<Ba
                 i
             }
         };
-        envelopes.push((Cow::Owned(split.own), Some(signatures[known].0)));
+        envelopes.push((Cow::Owned(own), Some(signatures[known].0)));
     }
     signatures.sort_by_key(|(digest, _)| *digest);
     (envelopes, signatures)
