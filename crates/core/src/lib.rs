@@ -7,6 +7,7 @@ pub mod payload_scan;
 pub mod record;
 pub mod signing_input;
 pub mod subject;
+pub mod text;
 pub mod time;
 pub mod wire;
 
@@ -23,5 +24,5 @@ pub const MAX_LABEL_BYTES: usize = 128;
 /// [`MAX_LABEL_BYTES`] and no control characters (they forge log lines, and
 /// PostgreSQL text cannot hold a NUL).
 pub fn is_label(text: &str) -> bool {
-    text.len() <= MAX_LABEL_BYTES && !text.chars().any(char::is_control)
+    text.len() <= MAX_LABEL_BYTES && !text::has_control(text)
 }

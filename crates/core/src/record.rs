@@ -115,7 +115,7 @@ pub fn validate_record(
                 limits.max_key_chars
             ),
         );
-    } else if record.record_key.chars().any(char::is_control) {
+    } else if crate::text::has_control(&record.record_key) {
         bad("record_key", "must not contain control characters".into());
     }
 

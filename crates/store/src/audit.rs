@@ -42,7 +42,7 @@ impl AuditEntry {
             &mut self.request_id,
             &mut self.trace_id,
         ] {
-            if text.chars().any(char::is_control) {
+            if govbus_core::text::has_control(text) {
                 *text = text
                     .chars()
                     .map(|c| {

@@ -133,10 +133,23 @@ impl<'a> From<&'a ChainedEntry> for KafkaEntry<'a> {
             request_id: &e.entry.request_id,
             trace_id: &e.entry.trace_id,
             records: e.entry.records,
-            prev_hash: hex::encode(&e.prev_hash),
-            entry_hash: hex::encode(&e.entry_hash),
+            prev_hash: lower_hex(&e.prev_hash),
+            entry_hash: lower_hex(&e.entry_hash),
         }
     }
+}
+
+/// `bytes` as lower-case hex digits. `hex::encode` collects its digits a
+/// character at a time, ~2k instructions for a 32-byte hash, two per entry
+/// copied (docs/PROFILING.md, session 35).
+fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = vec![0; bytes.len() * 2];
+    for (pair, byte) in digits.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xF)];
+    }
+    String::from_utf8(digits).expect("hex digits are ASCII")
 }
 
 /// Where the copy stands.
@@ -302,5 +315,15 @@ impl Copier {
             Ok(()) => self.marked = published,
             Err(e) => warn!(error = %e, "audit copy cannot record its progress"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hashes_are_copied_as_lower_case_hex() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(super::lower_hex(&bytes), hex::encode(&bytes));
+        assert_eq!(super::lower_hex(&[]), "");
     }
 }

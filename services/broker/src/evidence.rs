@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use govbus_core::{
     Catalog, RecordTypeSpec, SubjectId,
+    text::clipped,
     time::{micros_to_timestamp, now_micros, timestamp_to_micros},
 };
 use govbus_proto::{
@@ -380,13 +381,13 @@ impl OnceOnly for OnceOnlyService {
                 let raw = AuditEntry {
                     at_us: now_micros(),
                     caller: caller_name,
-                    subject_id: request.subject_id.chars().take(64).collect(),
-                    record_type: request.record_type.chars().take(64).collect(),
-                    purpose: request.purpose.chars().take(128).collect(),
+                    subject_id: clipped(&request.subject_id, 64),
+                    record_type: clipped(&request.record_type, 64),
+                    purpose: clipped(&request.purpose, 128),
                     fields: String::new(),
                     decision: "invalid".into(),
                     reason: String::new(),
-                    request_id: request.request_id.chars().take(128).collect(),
+                    request_id: clipped(&request.request_id, 128),
                     trace_id,
                     records: 0,
                 };

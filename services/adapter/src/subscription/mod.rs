@@ -273,11 +273,11 @@ impl Subscriptions {
         reason: &str,
         request_id: &str,
     ) -> Result<(), SubscriptionError> {
-        let subscription: String = request.subscription.chars().take(64).collect();
+        let subscription = govbus_core::text::clipped(&request.subscription, 64);
         let record_types: Vec<String> = request
             .record_types
             .iter()
-            .map(|t| t.chars().take(64).collect())
+            .map(|t| govbus_core::text::clipped(t, 64))
             .collect();
         self.audit
             .record(
