@@ -32,6 +32,15 @@ pub struct IngestShape {
     pub records: u64,
     pub batch: u64,
     pub publishers: u64,
+    /// How often the showcase is asked whether the last records are in:
+    /// often in a timed run, rarely under callgrind, where every poll's
+    /// instructions would count as the ingest's (`--part ingest`).
+    pub poll_every: Duration,
+}
+
+impl IngestShape {
+    /// How the timed runs poll: every 2 ms.
+    pub const POLL_EVERY: Duration = Duration::from_millis(2);
 }
 
 /// Records/s through the adapter into the showcase.
@@ -225,6 +234,7 @@ async fn wait_for_last(
     showcase: &Showcase,
     last: LastOnPartition,
     expected: i64,
+    poll_every: Duration,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut waiting: Vec<u64> = last.into_values().map(|(_, citizen)| citizen).collect();
@@ -245,7 +255,7 @@ async fn wait_for_last(
             "the showcase never received the last record of every partition"
         );
         if !waiting.is_empty() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(poll_every).await;
         }
     }
     let count = showcase.count().await?;
@@ -303,7 +313,13 @@ pub async fn through_govbus(
         }
     }
     let published = started.elapsed();
-    wait_for_last(showcase, last, (first + shape.records) as i64).await?;
+    wait_for_last(
+        showcase,
+        last,
+        (first + shape.records) as i64,
+        shape.poll_every,
+    )
+    .await?;
     Ok(Throughput {
         records: shape.records,
         elapsed: started.elapsed(),

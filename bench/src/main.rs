@@ -307,6 +307,7 @@ impl Bench {
             records: self.args.ingest_records,
             batch: self.args.ingest_batch,
             publishers: 4,
+            poll_every: IngestShape::POLL_EVERY,
         };
         let tls = TlsMaterial::load(&bus.tls(FHDY))?;
         let signer = tls.signer()?;
@@ -371,30 +372,7 @@ impl Bench {
         // can do; single runs of under a second vary by up to 2× here.
         let raw = *fastest(&raw_runs)?;
 
-        let db = "ingest.db";
-        let (broker, broker_target) = start_broker(&bus, db, false, 1).await;
-        let mut adapter_config = bus.adapter_config(FHDY);
-        adapter_config.rate_limit = UNLIMITED;
-        adapter_config.insecure_plaintext = plaintext_as(FHDY);
-        let adapter = bus.adapter(adapter_config).await;
-        let adapter_target = Target {
-            addr: adapter.addr,
-            tls: None,
-            subjects: 0,
-        };
-        let showcase = Showcase::open(&bus.database_url(db)).await?;
-        // Citizen 0 first: the broker has joined its group once it shows.
-        ingest::through_govbus(
-            &adapter_target,
-            &showcase,
-            0,
-            IngestShape {
-                records: 1,
-                batch: 1,
-                publishers: 1,
-            },
-        )
-        .await?;
+        let servers = IngestServers::start(&bus, "ingest.db").await?;
         step(&format!(
             "ingest: govbus, {} records through the adapter into the showcase, {INGEST_RUNS} times",
             shape.records
@@ -403,7 +381,7 @@ impl Bench {
         let mut govbus_runs = Vec::new();
         for run in 0..INGEST_RUNS {
             let first = 1 + run * shape.records;
-            let govbus = ingest::through_govbus(&adapter_target, &showcase, first, shape).await?;
+            let govbus = servers.run(first, shape).await?;
             println!(
                 "   {:.0} records/s, {:.1} µs CPU/record (all acknowledged by the adapter after {:.2} s)",
                 govbus.per_second(),
@@ -420,8 +398,8 @@ impl Bench {
             "ingest: freshness under {freshness_rate:.0} records/s"
         ));
         let freshness = ingest::freshness(
-            &adapter_target,
-            &broker_target,
+            &servers.adapter_target,
+            &servers.broker_target,
             0,
             1 + INGEST_RUNS * shape.records,
             freshness_rate,
@@ -434,9 +412,7 @@ impl Bench {
             freshness.value_at_quantile(0.5) as f64 / 1000.0,
             freshness.value_at_quantile(0.99) as f64 / 1000.0
         );
-        showcase.database().close().await;
-        adapter.stop().await;
-        broker.stop().await;
+        servers.stop().await;
         report.ingest = Some(IngestResult {
             govbus,
             raw,
@@ -460,6 +436,63 @@ impl Bench {
             freshness,
         });
         Ok(())
+    }
+}
+
+/// A broker and an adapter on one bus, for the ingest: plaintext, no rate
+/// limits, the broker's group joined.
+pub struct IngestServers {
+    broker: Running,
+    broker_target: Target,
+    adapter: Running,
+    adapter_target: Target,
+    showcase: Showcase,
+}
+
+impl IngestServers {
+    pub async fn start(bus: &TestBus, db: &str) -> anyhow::Result<Self> {
+        let (broker, broker_target) = start_broker(bus, db, false, 1).await;
+        let mut adapter_config = bus.adapter_config(FHDY);
+        adapter_config.rate_limit = UNLIMITED;
+        adapter_config.insecure_plaintext = plaintext_as(FHDY);
+        let adapter = bus.adapter(adapter_config).await;
+        let adapter_target = Target {
+            addr: adapter.addr,
+            tls: None,
+            subjects: 0,
+        };
+        let servers = Self {
+            broker,
+            broker_target,
+            adapter,
+            adapter_target,
+            showcase: Showcase::open(&bus.database_url(db)).await?,
+        };
+        // Citizen 0 first: the broker has joined its group once it shows.
+        servers
+            .run(
+                0,
+                IngestShape {
+                    records: 1,
+                    batch: 1,
+                    publishers: 1,
+                    poll_every: IngestShape::POLL_EVERY,
+                },
+            )
+            .await?;
+        Ok(servers)
+    }
+
+    /// Publishes citizens `first..` through the adapter until all are in
+    /// the showcase.
+    pub async fn run(&self, first: u64, shape: IngestShape) -> anyhow::Result<ingest::Throughput> {
+        ingest::through_govbus(&self.adapter_target, &self.showcase, first, shape).await
+    }
+
+    pub async fn stop(self) {
+        self.showcase.database().close().await;
+        self.adapter.stop().await;
+        self.broker.stop().await;
     }
 }
 

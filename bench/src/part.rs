@@ -41,6 +41,11 @@ pub enum Part {
     /// The same calls to the bare tonic baseline (`echo.rs`), after the
     /// same set-up as `query`: the bare exchange, for the difference.
     Echo,
+    /// The whole ingest: records published through the adapter (4
+    /// publishers, the broker's default batch per call) until all are in
+    /// the showcase — what a record costs end to end, every thread of the
+    /// bus counted, with the showcase polled every second only.
+    Ingest,
 }
 
 /// Runs `part` `count` times on a bus of its own (SQLite, or databases on
@@ -77,6 +82,10 @@ pub async fn run(
             let cost = floor::audit(&log, count, concurrency, subjects).await?;
             log.database().close().await;
             cost
+        }
+        Part::Ingest => {
+            showcase.database().close().await;
+            return ingest(&bus, count).await;
         }
         Part::Query | Part::Echo => {
             seed::fill(&showcase, signer, 0, subjects, |_| {}).await?;
@@ -121,5 +130,29 @@ async fn calls(
     );
     drop(echo);
     broker.stop().await;
+    Ok(())
+}
+
+/// `count` records through an adapter and a broker into a showcase, after
+/// the broker has joined its group (one record, as in the bench).
+async fn ingest(bus: &TestBus, count: u64) -> anyhow::Result<()> {
+    let servers = crate::IngestServers::start(bus, "part-ingest.db").await?;
+    let run = servers
+        .run(
+            1,
+            crate::ingest::IngestShape {
+                records: count,
+                batch: 250,
+                publishers: 4,
+                poll_every: std::time::Duration::from_secs(1),
+            },
+        )
+        .await?;
+    println!(
+        "Ingest: {count} records in {:.3} s, {:.1} µs CPU each",
+        run.elapsed.as_secs_f64(),
+        run.cpu_us_per_record()
+    );
+    servers.stop().await;
     Ok(())
 }
