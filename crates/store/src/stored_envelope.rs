@@ -17,7 +17,8 @@
 //! batch { root, tree_size } }`; protobuf merges a message field that
 //! appears twice, so `own ++ shared` decodes to the record as consumed. An
 //! envelope this code does not recognise (no batch signature, a field
-//! repeated, a group) is stored whole.
+//! repeated, a group, its signature's fields in more runs than `Runs::MAX`)
+//! is stored whole.
 
 use std::ops::Range;
 
