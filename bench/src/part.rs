@@ -42,7 +42,7 @@ pub enum Part {
     /// same set-up as `query`: the bare exchange, for the difference.
     Echo,
     /// The whole ingest: records published through the adapter (4
-    /// publishers, the broker's default batch per call) until all are in
+    /// publishers, calls of 250 as the bench's default) until all are in
     /// the showcase — what a record costs end to end, every thread of the
     /// bus counted, with the showcase polled every second only.
     Ingest,
