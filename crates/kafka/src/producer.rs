@@ -61,19 +61,18 @@ async fn enqueue(
 
 impl RecordProducer {
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
-        let mut config = settings.config_for(Role::Producer);
         // Defaults a caller may tune through kafka.client or kafka.producer ...
-        for (key, value) in [
-            // Below the gRPC server timeout (30 s), so a caller gets per-record
-            // outcomes rather than a deadline error when Kafka is down.
-            ("message.timeout.ms", "20000"),
-            ("linger.ms", "2"),
-            ("compression.type", "lz4"),
-        ] {
-            if !settings.sets(Role::Producer, key) {
-                config.set(key, value);
-            }
-        }
+        let mut config = settings.config_with_defaults(
+            Role::Producer,
+            &[
+                // Below the gRPC server timeout (30 s), so a caller gets
+                // per-record outcomes rather than a deadline error when
+                // Kafka is down.
+                ("message.timeout.ms", "20000"),
+                ("linger.ms", "2"),
+                ("compression.type", "lz4"),
+            ],
+        );
         // ... and guarantees they may not: no duplicates, no reordering,
         // acknowledged by all in-sync replicas.
         config.set("enable.idempotence", "true").set("acks", "all");

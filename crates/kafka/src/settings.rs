@@ -121,6 +121,18 @@ impl KafkaSettings {
         config
     }
 
+    /// `config_for(role)` with `defaults` for the properties the operator
+    /// did not set (for `role` or for every client).
+    pub fn config_with_defaults(&self, role: Role, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = self.config_for(role);
+        for (key, value) in defaults {
+            if !self.sets(role, key) {
+                config.set(*key, *value);
+            }
+        }
+        config
+    }
+
     /// A configuration for an admin client: the bootstrap servers and the
     /// settings for every client.
     pub fn client_config(&self) -> ClientConfig {
@@ -221,5 +233,19 @@ mod tests {
         assert!(s.sets(Role::Producer, "socket.timeout.ms"));
         assert!(s.sets(Role::Producer, "linger.ms"));
         assert!(!s.sets(Role::Consumer, "linger.ms"));
+
+        // A default gives way to the operator's value for the role or for
+        // every client, and fills the rest.
+        let defaults = [
+            ("linger.ms", "2"),
+            ("socket.timeout.ms", "1"),
+            ("acks", "all"),
+        ];
+        let producer = s.config_with_defaults(Role::Producer, &defaults);
+        assert_eq!(producer.get("linger.ms"), Some("5"));
+        assert_eq!(producer.get("socket.timeout.ms"), Some("10000"));
+        assert_eq!(producer.get("acks"), Some("all"));
+        let consumer = s.config_with_defaults(Role::Consumer, &defaults);
+        assert_eq!(consumer.get("linger.ms"), Some("2"));
     }
 }

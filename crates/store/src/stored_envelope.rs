@@ -206,8 +206,9 @@ fn batch_runs(batch: &[u8]) -> Option<Runs> {
 }
 
 /// What a run of fields is to the split.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
 enum Kind {
+    #[default]
     Own,
     Shared,
     /// The signature's batch, itself split.
@@ -218,7 +219,7 @@ enum Kind {
 /// ranges of its value.
 #[derive(Default)]
 struct Runs {
-    runs: [(Option<Kind>, u32, u32); Runs::MAX],
+    runs: [(Kind, u32, u32); Runs::MAX],
     count: usize,
 }
 
@@ -232,11 +233,11 @@ impl Runs {
     fn push(&mut self, kind: Kind, at: Range<usize>) -> Option<()> {
         let (start, end) = (u32::try_from(at.start).ok()?, u32::try_from(at.end).ok()?);
         match self.count.checked_sub(1).map(|last| &mut self.runs[last]) {
-            Some((Some(last), _, last_end)) if *last == kind && *last_end == start => {
+            Some((last, _, last_end)) if *last == kind && *last_end == start => {
                 *last_end = end;
             }
             _ => {
-                *self.runs.get_mut(self.count)? = (Some(kind), start, end);
+                *self.runs.get_mut(self.count)? = (kind, start, end);
                 self.count += 1;
             }
         }
@@ -246,7 +247,7 @@ impl Runs {
     fn iter(&self) -> impl Iterator<Item = (Kind, Range<usize>)> + '_ {
         self.runs[..self.count]
             .iter()
-            .filter_map(|&(kind, start, end)| Some((kind?, start as usize..end as usize)))
+            .map(|&(kind, start, end)| (kind, start as usize..end as usize))
     }
 
     /// Bytes of the runs of `kind`.

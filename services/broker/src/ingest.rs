@@ -132,23 +132,21 @@ impl Ingestor {
             batch_max,
             batch_wait,
         } = settings;
-        let mut config = kafka.config_for(Role::Consumer);
+        // fetch.wait.max.ms bounds how long a new record can sit unfetched
+        // on an idle partition; brokers answer early once data arrives.
+        let mut config = kafka.config_with_defaults(
+            Role::Consumer,
+            &[
+                ("auto.offset.reset", "earliest"),
+                ("auto.commit.interval.ms", "1000"),
+                ("fetch.wait.max.ms", "50"),
+                ("statistics.interval.ms", "5000"),
+            ],
+        );
         config
             .set("group.id", group_id)
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false");
-        // fetch.wait.max.ms bounds how long a new record can sit unfetched
-        // on an idle partition; brokers answer early once data arrives.
-        for (key, value) in [
-            ("auto.offset.reset", "earliest"),
-            ("auto.commit.interval.ms", "1000"),
-            ("fetch.wait.max.ms", "50"),
-            ("statistics.interval.ms", "5000"),
-        ] {
-            if !kafka.sets(Role::Consumer, key) {
-                config.set(key, value);
-            }
-        }
         let consumer: StreamConsumer<IngestContext> = config.create_with_context(IngestContext)?;
         let topics = catalog.topics();
         let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();

@@ -96,24 +96,22 @@ enum End {
 
 impl Session {
     pub fn start(spec: SessionSpec<'_>) -> Result<Self, KafkaError> {
-        let mut config = spec.kafka.config_for(govbus_kafka::Role::Consumer);
+        let mut config = spec.kafka.config_with_defaults(
+            govbus_kafka::Role::Consumer,
+            &[
+                ("auto.offset.reset", "earliest"),
+                ("fetch.wait.max.ms", "50"),
+                // Bounds what librdkafka prefetches while the stream is paused.
+                ("queued.max.messages.kbytes", "1024"),
+                // A subscriber may legitimately read nothing for a long time.
+                ("max.poll.interval.ms", "86400000"),
+            ],
+        );
         config
             .set("group.id", &spec.group_id)
             // The cursor moves only by Acknowledge.
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false");
-        for (key, value) in [
-            ("auto.offset.reset", "earliest"),
-            ("fetch.wait.max.ms", "50"),
-            // Bounds what librdkafka prefetches while the stream is paused.
-            ("queued.max.messages.kbytes", "1024"),
-            // A subscriber may legitimately read nothing for a long time.
-            ("max.poll.interval.ms", "86400000"),
-        ] {
-            if !spec.kafka.sets(govbus_kafka::Role::Consumer, key) {
-                config.set(key, value);
-            }
-        }
         let consumer: StreamConsumer<SessionContext> =
             config.create_with_context(SessionContext)?;
         let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
