@@ -17,7 +17,7 @@ use govbus_proto::v1::{
 use govbus_security::Signer;
 use govbus_store::Showcase;
 use hdrhistogram::Histogram;
-use prost::Message;
+use prost::{Message, bytes::Bytes};
 use rdkafka::{
     Message as _,
     consumer::{Consumer, StreamConsumer},
@@ -105,10 +105,10 @@ pub fn birth_topic(checker: &govbus_security::RecordChecker) -> anyhow::Result<S
 
 /// Each record's message key (its subject) and envelope, as Kafka carries
 /// them.
-pub fn envelopes(records: &[Record]) -> Vec<(String, Vec<u8>)> {
+pub fn envelopes(records: &[Record]) -> Vec<(String, Bytes)> {
     records
         .iter()
-        .map(|record| (record.subject_id.clone(), record.encode_to_vec()))
+        .map(|record| (record.subject_id.clone(), record.encode_to_vec().into()))
         .collect()
 }
 
@@ -116,11 +116,11 @@ pub fn envelopes(records: &[Record]) -> Vec<(String, Vec<u8>)> {
 pub fn check_envelopes(
     checker: &govbus_security::RecordChecker,
     topic: &str,
-    envelopes: &[(String, Vec<u8>)],
+    envelopes: &[(String, Bytes)],
 ) -> anyhow::Result<()> {
     for (subject, envelope) in envelopes {
         checker
-            .check(topic, subject.as_bytes(), envelope)
+            .check(topic, subject.as_bytes(), envelope.clone())
             .map_err(|reason| anyhow::anyhow!("a signed record fails its check: {reason}"))?;
     }
     Ok(())

@@ -116,7 +116,7 @@ fn sign_batch(
 /// showcase, as if taken off Kafka at offset `n`.
 pub fn ingested(n: u64, record: Record, now_us: i64) -> IngestedRecord {
     IngestedRecord {
-        envelope: record.encode_to_vec(),
+        envelope: record.encode_to_vec().into(),
         record,
         topic: TOPIC.into(),
         partition: (n % 3) as i32,

@@ -42,6 +42,16 @@ fn main() -> Result<(), Box<dyn Error>> {
     // each — the broker decodes every ingested record — and encode in one
     // order, so an envelope's bytes no longer depend on a hash seed.
     config.btree_map(["."]);
+    // A signature's byte fields as `Bytes`: decoded from a `Bytes` buffer
+    // (the broker's consumed envelope) they are slices of it, not copies —
+    // the certificate, the salts and the proof were ~5 % of an ingest run's
+    // CPU as fresh `Vec`s (docs/PROFILING.md, session 36) — and the signer's
+    // certificate and batch root go on every record of a batch by reference.
+    config.bytes([
+        ".govbus.v1.RecordSignature",
+        ".govbus.v1.BatchInclusion",
+        ".govbus.v1.BatchRoot",
+    ]);
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

@@ -9,7 +9,7 @@ use prost::Message;
 fn ingested(subject: &str, version: u64, offset: i64) -> IngestedRecord {
     let record = birth_record(subject, version, &format!("Name{version}"));
     IngestedRecord {
-        envelope: record.encode_to_vec(),
+        envelope: record.encode_to_vec().into(),
         record,
         topic: "govbus.records.birth_certificate".into(),
         partition: 0,
@@ -225,14 +225,14 @@ async fn concurrent_reads_each_get_their_own_records() {
         for k in 0..n % 4 {
             let mut item = ingested(&pinfl(n), 1, i64::from(n * 10 + 3 - k));
             item.record.record_key = format!("key-{k}");
-            item.envelope = item.record.encode_to_vec();
+            item.envelope = item.record.encode_to_vec().into();
             batch.push(item);
         }
     }
     // Another type for citizen 5 must not show among their births.
     let mut marriage = ingested(&pinfl(5), 1, 999);
     marriage.record.record_type = "marriage_certificate".into();
-    marriage.envelope = marriage.record.encode_to_vec();
+    marriage.envelope = marriage.record.encode_to_vec().into();
     batch.push(marriage);
     showcase.apply(&batch).await.expect("batch applies");
 

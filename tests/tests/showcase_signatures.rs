@@ -28,7 +28,7 @@ fn ingested(records: &[Record], first_offset: i64) -> Vec<IngestedRecord> {
     (first_offset..)
         .zip(records)
         .map(|(offset, record)| IngestedRecord {
-            envelope: record.encode_to_vec(),
+            envelope: record.encode_to_vec().into(),
             record: record.clone(),
             topic: "govbus.records.birth_certificate".into(),
             partition: 0,
@@ -152,7 +152,7 @@ async fn the_showcase_digest_is_of_the_envelopes_as_consumed() {
             "UPDATE showcase_history SET envelope = $1, signature_digest = NULL \
              WHERE subject_id = $2",
         )
-        .bind(item.envelope.clone())
+        .bind(item.envelope.to_vec())
         .bind(item.record.subject_id.clone())
         .execute(pool)
         .await

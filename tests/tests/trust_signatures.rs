@@ -57,7 +57,7 @@ async fn forged_foreign_and_unsigned_records_are_dead_lettered() {
         .as_mut()
         .and_then(|s| s.batch.as_mut())
         .unwrap();
-    inclusion.root = govbus_core::content_hash(&[&[0u8][..], &forged.content_hash].concat());
+    inclusion.root = govbus_core::content_hash(&[&[0u8][..], &forged.content_hash].concat()).into();
     (inclusion.tree_size, inclusion.leaf_index) = (1, 0);
     inclusion.path.clear();
     // 2. Signed by the interior ministry, which does not own birth certificates.

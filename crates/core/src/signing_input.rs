@@ -255,7 +255,7 @@ pub fn minimise(record: &mut Record, keep: &[u32]) -> Result<(), SigningInputErr
             .ok_or(SigningInputError::NoSalt(number))?;
         signature
             .withheld_field_digests
-            .insert(number, field_digest(&salt, &bytes));
+            .insert(number, field_digest(&salt, &bytes).into());
     }
     payload.value = wire::project(&payload.value, keep)?;
     Ok(())
@@ -267,6 +267,7 @@ mod tests {
 
     use govbus_proto::v1::{FieldDigest, RecordSignature, SigningInput};
     use prost::Message;
+    use prost::bytes::Bytes;
 
     use super::*;
 
@@ -299,7 +300,7 @@ mod tests {
         for (number, digest) in &signature.withheld_field_digests {
             digests.push(FieldDigest {
                 field_number: *number,
-                digest: digest.clone(),
+                digest: digest.to_vec(),
             });
         }
         digests.sort_by_key(|d| d.field_number);
@@ -314,14 +315,17 @@ mod tests {
             field_digests: digests,
             signer: signature.signer.clone(),
             key_id: signature.key_id.clone(),
-            certificate: signature.certificate.clone(),
+            certificate: signature.certificate.to_vec(),
             signed_at: signature.signed_at,
         }
         .encode_to_vec())
     }
 
-    fn salts(numbers: &[u32]) -> BTreeMap<u32, Vec<u8>> {
-        numbers.iter().map(|&n| (n, vec![n as u8; 16])).collect()
+    fn salts(numbers: &[u32]) -> BTreeMap<u32, Bytes> {
+        numbers
+            .iter()
+            .map(|&n| (n, vec![n as u8; 16].into()))
+            .collect()
     }
 
     fn full() -> Record {
@@ -352,16 +356,16 @@ mod tests {
             signature: Some(RecordSignature {
                 signer: "agency/civil-registry/system/births".into(),
                 key_id: "ab".repeat(32),
-                certificate: vec![0x30; 700],
+                certificate: vec![0x30; 700].into(),
                 signed_at: Some(at(1_700_000_001)),
-                signature: vec![1; 64],
+                signature: vec![1; 64].into(),
                 field_salts: salts(&[1, 2, 200]),
                 withheld_field_digests: BTreeMap::new(),
                 batch: Some(govbus_proto::v1::BatchInclusion {
-                    root: vec![3; 32],
+                    root: vec![3; 32].into(),
                     tree_size: 250,
                     leaf_index: 17,
-                    path: vec![4; 256],
+                    path: vec![4; 256].into(),
                 }),
             }),
         }
@@ -383,7 +387,8 @@ mod tests {
         // Withheld digests prost would encode oddly: field number 0, empty.
         let mut odd = full();
         let signature = odd.signature.as_mut().unwrap();
-        signature.withheld_field_digests = BTreeMap::from([(0, vec![5; 32]), (9, Vec::new())]);
+        signature.withheld_field_digests =
+            BTreeMap::from([(0, vec![5; 32].into()), (9, Bytes::new())]);
         cases.push(odd);
         // A payload with no fields; a long one (multi-byte lengths).
         let mut empty = full();
@@ -418,7 +423,7 @@ mod tests {
             .as_mut()
             .unwrap()
             .withheld_field_digests
-            .insert(1, vec![0; 32]);
+            .insert(1, vec![0; 32].into());
         let mut malformed = full();
         malformed.payload.as_mut().unwrap().value = vec![0x0a, 0x05, b'a'];
         let mut unsigned = full();

@@ -29,9 +29,9 @@ fn record() -> v1::Record {
         content_hash: vec![9; 32],
         signature: Some(v1::RecordSignature {
             signer: "agency/civil-registry/system/fhdy".into(),
-            certificate: vec![7; 300],
-            signature: vec![1; 64],
-            field_salts: [(1, vec![2; 16]), (2, vec![3; 16])].into(),
+            certificate: vec![7; 300].into(),
+            signature: vec![1; 64].into(),
+            field_salts: [(1, vec![2; 16].into()), (2, vec![3; 16].into())].into(),
             ..Default::default()
         }),
         ..Default::default()

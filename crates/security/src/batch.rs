@@ -6,6 +6,7 @@
 //! not; the broker checks each batch's signature once, and each record's
 //! place with the nodes its batch's other records proved (`batch_proof`).
 
+use bytes::Bytes;
 use ct_merkle::mem_backed_tree::MemoryBackedTree;
 use govbus_proto::v1::{BatchInclusion, BatchRoot};
 use prost::Message;
@@ -32,17 +33,14 @@ pub(crate) fn inclusions<'a>(
     for hash in content_hashes {
         tree.push(hash);
     }
-    let root = tree.root().as_bytes().to_vec();
+    let root = Bytes::copy_from_slice(tree.root().as_bytes());
     let tree_size = tree.len();
     (0..tree_size)
         .map(|leaf_index| BatchInclusion {
             root: root.clone(),
             tree_size,
             leaf_index,
-            path: tree
-                .prove_inclusion(leaf_index as usize)
-                .as_bytes()
-                .to_vec(),
+            path: Bytes::copy_from_slice(tree.prove_inclusion(leaf_index as usize).as_bytes()),
         })
         .collect()
 }

@@ -87,7 +87,7 @@ const MAX_PROVEN_TREE_SIZE: u64 = 4096;
 impl ProvenTrees {
     /// [`includes`], with and adding to the nodes of the inclusion's tree.
     pub(crate) fn includes(&mut self, inclusion: &BatchInclusion, content_hash: &[u8]) -> bool {
-        let Ok(root) = Hash::try_from(inclusion.root.as_slice()) else {
+        let Ok(root) = Hash::try_from(inclusion.root.as_ref()) else {
             return false;
         };
         if inclusion.tree_size > MAX_PROVEN_TREE_SIZE {
@@ -193,13 +193,13 @@ pub(crate) fn includes(
     {
         return false;
     }
-    let Ok(root) = Hash::try_from(inclusion.root.as_slice()) else {
+    let Ok(root) = Hash::try_from(inclusion.root.as_ref()) else {
         return false;
     };
     let mut path = [Step::default(); MAX_DEPTH];
     let depth = steps(inclusion.leaf_index, inclusion.tree_size, &mut path);
     let path = &path[..depth];
-    let siblings = inclusion.path.as_slice();
+    let siblings = &inclusion.path[..];
     if siblings.len() != 32 * depth {
         return false;
     }
@@ -246,6 +246,13 @@ mod tests {
     use ct_merkle::{InclusionProof, RootHash};
     use sha2::digest::Output;
 
+    /// `bytes` with the bit 0 of byte `at` flipped.
+    fn flipped(bytes: &bytes::Bytes, at: usize) -> bytes::Bytes {
+        let mut changed = bytes.to_vec();
+        changed[at] ^= 1;
+        changed.into()
+    }
+
     fn leaves(n: u32) -> Vec<Vec<u8>> {
         (0..n)
             .map(|i| Sha256::digest(i.to_be_bytes()).to_vec())
@@ -254,10 +261,10 @@ mod tests {
 
     /// The tree library's check, the definition this one must agree with.
     fn by_library(inclusion: &BatchInclusion, content_hash: &[u8]) -> bool {
-        let Ok(root) = Output::<Sha256>::try_from(inclusion.root.as_slice()) else {
+        let Ok(root) = Output::<Sha256>::try_from(inclusion.root.as_ref()) else {
             return false;
         };
-        let Ok(proof) = InclusionProof::<Sha256>::try_from_bytes(inclusion.path.clone()) else {
+        let Ok(proof) = InclusionProof::<Sha256>::try_from_bytes(inclusion.path.to_vec()) else {
             return false;
         };
         RootHash::<Sha256>::new(root, inclusion.tree_size)
@@ -322,7 +329,7 @@ mod tests {
         for (i, proof) in proofs.iter().enumerate() {
             for level in 0..proof.path.len() / 32 {
                 let mut changed = proof.clone();
-                changed.path[32 * level] ^= 1;
+                changed.path = flipped(&changed.path, 32 * level);
                 assert!(
                     !includes(&changed, &hashes[i], Some(&mut proven)),
                     "{i} {level}"
@@ -330,7 +337,7 @@ mod tests {
                 assert!(!by_library(&changed, &hashes[i]));
             }
             let mut root = proof.clone();
-            root.root[0] ^= 1;
+            root.root = flipped(&root.root, 0);
             assert!(!includes(
                 &root,
                 &hashes[i],
@@ -378,7 +385,7 @@ mod tests {
         // Failing proofs of trees never seen: held, but within the budget.
         for n in 0..(MAX_PROVEN_TREES as u64 + 10) {
             let bogus = BatchInclusion {
-                root: Sha256::digest(n.to_be_bytes()).to_vec(),
+                root: Sha256::digest(n.to_be_bytes()).to_vec().into(),
                 ..proof.clone()
             };
             assert!(!trees.includes(&bogus, &hash));
@@ -425,15 +432,15 @@ mod tests {
                 ..proof.clone()
             },
             BatchInclusion {
-                root: proof.root[..31].to_vec(),
+                root: proof.root.slice(..31),
                 ..proof.clone()
             },
             BatchInclusion {
-                path: proof.path[..40].to_vec(),
+                path: proof.path.slice(..40),
                 ..proof.clone()
             },
             BatchInclusion {
-                path: [proof.path.as_slice(), &[0; 32]].concat(),
+                path: [&proof.path[..], &[0; 32]].concat().into(),
                 ..proof.clone()
             },
         ] {
@@ -448,7 +455,7 @@ mod tests {
         let largest = BatchInclusion {
             tree_size: MAX_TREE_SIZE,
             leaf_index: MAX_TREE_SIZE - 1,
-            path: vec![7; 32 * MAX_DEPTH],
+            path: vec![7; 32 * MAX_DEPTH].into(),
             ..proof.clone()
         };
         assert!(!includes(&largest, &hashes[2], None));

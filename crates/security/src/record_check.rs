@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use govbus_core::{Catalog, RecordLimits, validate_record};
 use govbus_proto::v1::Record;
-use prost::Message;
+use prost::{Message, bytes::Buf};
 
 /// Adapters enforce their own (configurable) payload limit; the broker takes
 /// whatever fits in a Kafka message rather than second-guess them.
@@ -35,7 +35,9 @@ impl RecordChecker {
     }
 
     /// The record, or the reason it is refused (sent to the dead letters).
-    pub fn check(&self, topic: &str, key: &[u8], envelope: &[u8]) -> Result<Record, String> {
+    /// From a `Bytes` envelope the signature's byte fields are decoded as
+    /// slices of it, from a `&[u8]` as copies.
+    pub fn check(&self, topic: &str, key: &[u8], envelope: impl Buf) -> Result<Record, String> {
         let spec = self
             .catalog
             .by_topic(topic)

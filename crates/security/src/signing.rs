@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use govbus_core::{SigningInputError, content_hash, signing_input, time::now_timestamp};
 use govbus_proto::v1::{Record, RecordSignature};
 use ring::{
@@ -80,7 +81,8 @@ const SALT_BYTES: usize = 16;
 pub struct Signer {
     identity: Identity,
     key: Ed25519KeyPair,
-    certificate: Vec<u8>,
+    /// Shared by every record this signer signs.
+    certificate: Bytes,
     key_id: String,
     random: SystemRandom,
 }
@@ -112,7 +114,7 @@ impl Signer {
         Ok(Self {
             identity,
             key,
-            certificate,
+            certificate: certificate.into(),
             key_id,
             random: SystemRandom::new(),
         })
@@ -164,7 +166,7 @@ impl Signer {
                 key_id: self.key_id.clone(),
                 certificate: self.certificate.clone(),
                 signed_at: Some(signed_at),
-                signature: Vec::new(),
+                signature: Bytes::new(),
                 field_salts,
                 withheld_field_digests: Default::default(),
                 batch: None,
@@ -172,11 +174,11 @@ impl Signer {
             record.content_hash = content_hash(&signing_input(record)?);
         }
         let inclusions = batch::inclusions(records.iter().map(|r| r.content_hash.as_slice()));
-        let signature = self
-            .key
-            .sign(&batch::signed_message(&inclusions[0]))
-            .as_ref()
-            .to_vec();
+        let signature = Bytes::copy_from_slice(
+            self.key
+                .sign(&batch::signed_message(&inclusions[0]))
+                .as_ref(),
+        );
         for (record, inclusion) in records.iter_mut().zip(inclusions) {
             if let Some(block) = record.signature.as_mut() {
                 block.signature = signature.clone();
@@ -187,8 +189,9 @@ impl Signer {
     }
 
     /// A random salt for each payload field of each record, all drawn in
-    /// one call (each call is a getrandom syscall).
-    fn salts(&self, records: &[Record]) -> Result<Vec<BTreeMap<u32, Vec<u8>>>, SignError> {
+    /// one call (each call is a getrandom syscall) into one buffer that the
+    /// salts are slices of.
+    fn salts(&self, records: &[Record]) -> Result<Vec<BTreeMap<u32, Bytes>>, SignError> {
         let numbers = records
             .iter()
             .map(|record| match &record.payload {
@@ -206,16 +209,13 @@ impl Signer {
         self.random
             .fill(&mut random)
             .map_err(|_| SignError::Random)?;
-        let mut drawn = random.chunks(SALT_BYTES);
+        let random = Bytes::from(random);
+        let mut drawn = (0..random.len())
+            .step_by(SALT_BYTES)
+            .map(|at| random.slice(at..at + SALT_BYTES));
         Ok(numbers
             .into_iter()
-            .map(|numbers| {
-                numbers
-                    .into_iter()
-                    .zip(drawn.by_ref())
-                    .map(|(number, salt)| (number, salt.to_vec()))
-                    .collect()
-            })
+            .map(|numbers| numbers.into_iter().zip(drawn.by_ref()).collect())
             .collect())
     }
 }

@@ -192,7 +192,8 @@ impl Verifier {
             }
             let checked = CheckedBatch {
                 public_key: public_key.to_vec(),
-                root: inclusion.root.clone(),
+                // A copy: a slice would keep the consumed envelope alive.
+                root: inclusion.root.to_vec(),
                 tree_size: inclusion.tree_size,
             };
             cache.insert(signature.to_vec(), checked);

@@ -202,7 +202,7 @@ fn a_batch_signature_covers_each_record_alone() {
     let mut r = tampered(&batch[0]);
     let inclusion = r.signature.as_mut().unwrap().batch.as_mut().unwrap();
     // The root of a batch of one is its leaf hash, SHA-256(0x00 || content hash).
-    inclusion.root = govbus_core::content_hash(&[&[0u8][..], &r.content_hash].concat());
+    inclusion.root = govbus_core::content_hash(&[&[0u8][..], &r.content_hash].concat()).into();
     inclusion.tree_size = 1;
     inclusion.leaf_index = 0;
     inclusion.path.clear();
@@ -236,7 +236,10 @@ fn a_verifier_that_proved_a_batch_refuses_what_a_fresh_one_refuses() {
     // which the verifier knows) to the one below the root.
     for at in (0..path_len).step_by(32) {
         let mut r = batch[4].clone();
-        inclusion(&mut r).path[at] ^= 1;
+        let path = &mut inclusion(&mut r).path;
+        let mut flipped = path.to_vec();
+        flipped[at] ^= 1;
+        *path = flipped.into();
         refused.push(r);
     }
     // A record moved to a neighbour's place.
@@ -294,7 +297,7 @@ fn records_signed_alone_still_verify() {
     block.batch = None;
     assert_eq!(verify(&r, &ca_der), Err(VerifyError::BadSignature));
     let alone = signer.sign_bytes(&govbus_core::signing_input(&r).unwrap());
-    r.signature.as_mut().unwrap().signature = alone;
+    r.signature.as_mut().unwrap().signature = alone.into();
     verify(&r, &ca_der).unwrap();
     assert_eq!(
         verify(&tampered(&r), &ca_der),
@@ -334,7 +337,10 @@ fn a_shared_verifier_still_checks_every_record() {
     assert_eq!(verifier.verify(&r), Err(VerifyError::HashMismatch));
 
     let mut r = signed.clone();
-    r.signature.as_mut().unwrap().signature[0] ^= 1;
+    let signature = &mut r.signature.as_mut().unwrap().signature;
+    let mut flipped = signature.to_vec();
+    flipped[0] ^= 1;
+    *signature = flipped.into();
     assert_eq!(verifier.verify(&r), Err(VerifyError::BadSignature));
 
     // The remembered certificate, but a signing time outside its validity.
@@ -356,5 +362,52 @@ fn a_shared_verifier_still_checks_every_record() {
     rogue.sign(&mut r).unwrap();
     for _ in 0..2 {
         assert_eq!(verifier.verify(&r), Err(VerifyError::UnknownIssuer));
+    }
+}
+
+/// The broker checks each consumed envelope from a `Bytes` buffer: the
+/// signature's byte fields are then slices of that buffer, not copies (the
+/// copies were ~5 % of an ingest's CPU), and the record is the same as one
+/// checked from a plain slice.
+#[test]
+fn a_record_checked_from_bytes_borrows_its_signature_from_the_envelope() {
+    let ca = ca();
+    let mut batch: Vec<Record> = (0..3)
+        .map(|i| Record {
+            record_id: format!("0192f000-0000-7000-8000-00000000000{i}"),
+            issued_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            ..record()
+        })
+        .collect();
+    signer(&ca, "agency/civil-registry/system/fhdy")
+        .sign_all(&mut batch)
+        .unwrap();
+    let ca_der = der(ca.cert_pem());
+    let checker = govbus_security::RecordChecker::new(
+        std::sync::Arc::new(govbus_core::Catalog::builtin()),
+        ca_der,
+    );
+    let topic = "govbus.records.birth_certificate";
+    let envelope = prost::bytes::Bytes::from(batch[1].encode_to_vec());
+    let key = batch[1].subject_id.as_bytes();
+    let checked = checker.check(topic, key, envelope.clone()).unwrap();
+    assert_eq!(checked, checker.check(topic, key, &envelope[..]).unwrap());
+    assert_eq!(checked, batch[1]);
+
+    let inside = |field: &[u8]| envelope.as_ptr_range().contains(&field.as_ptr());
+    let signature = checked.signature.as_ref().unwrap();
+    let inclusion = signature.batch.as_ref().unwrap();
+    assert!(inside(&signature.certificate), "certificate copied");
+    assert!(inside(&signature.signature), "signature copied");
+    assert!(
+        inside(&inclusion.root) && inside(&inclusion.path),
+        "proof copied"
+    );
+    assert!(!signature.field_salts.is_empty());
+    for salt in signature.field_salts.values() {
+        assert!(inside(salt), "salt copied");
     }
 }

@@ -1,7 +1,7 @@
 //! Reading and writing showcase records.
 
 use govbus_proto::v1::Record;
-use prost::Message;
+use prost::{Message, bytes::Bytes};
 use sqlx::Row;
 
 use std::sync::{Arc, OnceLock};
@@ -22,8 +22,9 @@ pub(crate) static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator =
 #[derive(Debug, Clone)]
 pub struct IngestedRecord {
     pub record: Record,
-    /// The envelope bytes exactly as consumed.
-    pub envelope: Vec<u8>,
+    /// The envelope bytes exactly as consumed; `record`'s signature fields
+    /// may be slices of them.
+    pub envelope: Bytes,
     pub topic: String,
     pub partition: i32,
     pub offset: i64,

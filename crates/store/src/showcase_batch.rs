@@ -185,7 +185,7 @@ fn split_envelopes(batch: &[IngestedRecord]) -> (Vec<StoredEnvelope<'_>>, Vec<Ba
         let mut own = Vec::new();
         shared.clear();
         if !stored_envelope::split_into(&item.envelope, &mut own, &mut shared) {
-            envelopes.push((Cow::Borrowed(item.envelope.as_slice()), None));
+            envelopes.push((Cow::Borrowed(&item.envelope[..]), None));
             continue;
         }
         let known = match last {
@@ -410,7 +410,7 @@ pub(crate) mod tests {
                     ..Record::default()
                 },
                 // About a signed envelope's size.
-                envelope: vec![7; 1500],
+                envelope: vec![7; 1500].into(),
                 topic: "govbus.records.birth_certificate".into(),
                 partition: 0,
                 offset: n as i64,

@@ -366,7 +366,7 @@ impl<'a> Iterator for Fields<'a> {
 #[cfg(test)]
 mod tests {
     use govbus_proto::v1::{BatchInclusion, Record, RecordSignature};
-    use prost::Message as _;
+    use prost::{Message as _, bytes::Bytes};
 
     use super::*;
 
@@ -394,19 +394,19 @@ mod tests {
             signature: Some(RecordSignature {
                 signer: "agency/civil-registry/system/zags".into(),
                 key_id: "ab".repeat(32),
-                certificate: vec![0x30; 479],
+                certificate: vec![0x30; 479].into(),
                 signed_at: Some(prost_types::Timestamp {
                     seconds: 1_700_000_001,
                     nanos: 5,
                 }),
-                signature: vec![9; 64],
-                field_salts: [(1, vec![leaf as u8; 16]), (2, vec![3; 16])].into(),
+                signature: vec![9; 64].into(),
+                field_salts: [(1, vec![leaf as u8; 16].into()), (2, vec![3; 16].into())].into(),
                 withheld_field_digests: Default::default(),
                 batch: Some(BatchInclusion {
-                    root: vec![4; 32],
+                    root: vec![4; 32].into(),
                     tree_size: 3,
                     leaf_index: leaf,
-                    path: vec![leaf as u8; 64],
+                    path: vec![leaf as u8; 64].into(),
                 }),
             }),
             valid_from: None,
@@ -443,7 +443,7 @@ mod tests {
             field_salts: Default::default(),
             batch: s.batch.clone().map(|b| BatchInclusion {
                 leaf_index: 0,
-                path: Vec::new(),
+                path: Bytes::new(),
                 ..b
             }),
             ..s
@@ -479,11 +479,11 @@ mod tests {
                 signature: Some(RecordSignature {
                     signer: String::new(),
                     key_id: String::new(),
-                    certificate: Vec::new(),
+                    certificate: Bytes::new(),
                     signed_at: None,
-                    signature: Vec::new(),
+                    signature: Bytes::new(),
                     batch: Some(BatchInclusion {
-                        root: Vec::new(),
+                        root: Bytes::new(),
                         tree_size: 0,
                         ..batch.clone()
                     }),
@@ -497,7 +497,7 @@ mod tests {
                     withheld_field_digests: Default::default(),
                     batch: Some(BatchInclusion {
                         leaf_index: 0,
-                        path: Vec::new(),
+                        path: Bytes::new(),
                         ..batch
                     }),
                     ..signature
@@ -543,7 +543,7 @@ mod tests {
     fn fields_out_of_order_split_in_runs_or_are_stored_whole() {
         let mut record = signed(1);
         let signature = record.signature.as_mut().expect("signed");
-        signature.field_salts = (1..=5).map(|n| (n, vec![n as u8; 16])).collect();
+        signature.field_salts = (1..=5).map(|n| (n, vec![n as u8; 16].into())).collect();
 
         // Shared, own, shared, own, shared, batch: six runs.
         let interleaved = with_signature_in_order(&record, &[1, 6, 2, 6, 3, 4, 5, 8, 6, 6, 6]);
@@ -607,12 +607,12 @@ mod tests {
             signature.batch.as_mut().expect("batch")
         }
         let mut rootless = signed(0);
-        batch(&mut rootless).root = Vec::new();
+        batch(&mut rootless).root = Bytes::new();
         assert_eq!(split(&rootless.encode_to_vec()), None);
 
         let mut of_one = signed(0);
         batch(&mut of_one).tree_size = 1;
-        batch(&mut of_one).path = Vec::new();
+        batch(&mut of_one).path = Bytes::new();
         assert_eq!(
             split(&of_one.encode_to_vec()),
             None,

@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use bytes::Bytes;
 use govbus_core::time::now_micros;
 use govbus_kafka::{HeaderExtractor, TRACEPARENT};
 use govbus_security::RecordChecker;
@@ -28,7 +29,8 @@ pub(crate) struct Consumed {
     pub partition: i32,
     pub offset: i64,
     pub key: Vec<u8>,
-    pub payload: Vec<u8>,
+    /// Shared with the checked record's signature fields, decoded from it.
+    pub payload: Bytes,
 }
 
 /// The traces a batch's messages were published in, each linked to the
@@ -87,7 +89,7 @@ pub(crate) fn consumed(message: &BorrowedMessage<'_>, links: &mut BatchLinks) ->
         partition: message.partition(),
         offset: message.offset(),
         key: message.key().unwrap_or_default().to_vec(),
-        payload: message.payload().unwrap_or_default().to_vec(),
+        payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
     }
 }
 
@@ -204,7 +206,7 @@ async fn check_on_all_cores(
                 slice
                     .into_iter()
                     .map(|m| {
-                        let checked = checker.check(&m.topic, &m.key, &m.payload);
+                        let checked = checker.check(&m.topic, &m.key, m.payload.clone());
                         (m, checked)
                     })
                     .collect::<Vec<_>>()

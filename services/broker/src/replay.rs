@@ -7,6 +7,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use bytes::Bytes;
 use govbus_core::time::now_micros;
 use govbus_kafka::KafkaSettings;
 use govbus_store::{IngestedRecord, Showcase};
@@ -92,11 +93,11 @@ pub async fn rebuild(
             remaining.remove(&key);
         }
         report.messages += 1;
-        let envelope = message.payload().unwrap_or_default().to_vec();
+        let envelope = Bytes::copy_from_slice(message.payload().unwrap_or_default());
         match checker.check(
             message.topic(),
             message.key().unwrap_or_default(),
-            &envelope,
+            envelope.clone(),
         ) {
             Ok(record) => batch.push(IngestedRecord {
                 record,
