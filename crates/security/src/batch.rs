@@ -7,10 +7,10 @@
 //! place with the nodes its batch's other records proved (`batch_proof`).
 
 use bytes::Bytes;
-use ct_merkle::mem_backed_tree::MemoryBackedTree;
 use govbus_proto::v1::{BatchInclusion, BatchRoot};
 use prost::Message;
-use sha2::Sha256;
+
+use crate::batch_proof::{Hash, leaf_hash, node_hash};
 
 /// What `BatchRoot.context` always says.
 const CONTEXT: &str = "govbus.v1.BatchRoot";
@@ -26,21 +26,60 @@ pub(crate) fn signed_message(inclusion: &BatchInclusion) -> Vec<u8> {
 }
 
 /// The tree over `content_hashes`, in order: each leaf's place and proof.
+///
+/// Built level by level — n leaf hashes and n − 1 node hashes, a node
+/// without a sibling moving up a level unhashed, which is RFC 9162's tree
+/// (a node of n leaves splits at the largest power of two below n) — where
+/// the tree library re-hashed each new leaf's ancestors as it was pushed,
+/// ~log₂ n node hashes a leaf (docs/PROFILING.md, session 36). Every path
+/// is a slice of one buffer.
 pub(crate) fn inclusions<'a>(
     content_hashes: impl IntoIterator<Item = &'a [u8]>,
 ) -> Vec<BatchInclusion> {
-    let mut tree = MemoryBackedTree::<Sha256, &[u8]>::new();
-    for hash in content_hashes {
-        tree.push(hash);
+    let leaves: Vec<Hash> = content_hashes.into_iter().map(leaf_hash).collect();
+    if leaves.is_empty() {
+        return Vec::new();
     }
-    let root = Bytes::copy_from_slice(tree.root().as_bytes());
-    let tree_size = tree.len();
-    (0..tree_size)
-        .map(|leaf_index| BatchInclusion {
-            root: root.clone(),
-            tree_size,
-            leaf_index,
-            path: Bytes::copy_from_slice(tree.prove_inclusion(leaf_index as usize).as_bytes()),
+    let tree_size = leaves.len();
+    let mut levels = vec![leaves];
+    while let Some(below) = levels.last().filter(|level| level.len() > 1) {
+        let above = below
+            .chunks(2)
+            .map(|pair| match pair {
+                [left, right] => node_hash(left, right),
+                [alone] => *alone,
+                _ => unreachable!("chunks of two"),
+            })
+            .collect();
+        levels.push(above);
+    }
+    let root = Bytes::copy_from_slice(&levels[levels.len() - 1][0]);
+    let below_root = &levels[..levels.len() - 1];
+    let mut paths = Vec::with_capacity(tree_size * 32 * below_root.len());
+    let mut ends = Vec::with_capacity(tree_size);
+    for leaf in 0..tree_size {
+        let mut index = leaf;
+        for level in below_root {
+            if let Some(sibling) = level.get(index ^ 1) {
+                paths.extend_from_slice(sibling);
+            }
+            index /= 2;
+        }
+        ends.push(paths.len());
+    }
+    let paths = Bytes::from(paths);
+    let mut start = 0;
+    ends.into_iter()
+        .enumerate()
+        .map(|(leaf_index, end)| {
+            let path = paths.slice(start..end);
+            start = end;
+            BatchInclusion {
+                root: root.clone(),
+                tree_size: tree_size as u64,
+                leaf_index: leaf_index as u64,
+                path,
+            }
         })
         .collect()
 }
@@ -49,7 +88,34 @@ pub(crate) fn inclusions<'a>(
 mod tests {
     use super::*;
     use crate::batch_proof::includes;
-    use sha2::Digest;
+    use ct_merkle::mem_backed_tree::MemoryBackedTree;
+    use sha2::{Digest, Sha256};
+
+    /// The tree library's root and proofs (how batches were signed before):
+    /// the same bytes, for every size up to past a few powers of two.
+    #[test]
+    fn the_tree_is_the_tree_librarys_byte_for_byte() {
+        for n in 1..=300u32 {
+            let hashes: Vec<Vec<u8>> = (0..n)
+                .map(|i| Sha256::digest(i.to_be_bytes()).to_vec())
+                .collect();
+            let mut tree = MemoryBackedTree::<Sha256, &[u8]>::new();
+            for hash in &hashes {
+                tree.push(hash.as_slice());
+            }
+            let proofs = inclusions(hashes.iter().map(Vec::as_slice));
+            assert_eq!(proofs.len(), n as usize);
+            for (leaf, proof) in proofs.iter().enumerate() {
+                assert_eq!(&proof.root[..], tree.root().as_bytes().as_slice(), "{n}");
+                assert_eq!(
+                    &proof.path[..],
+                    tree.prove_inclusion(leaf).as_bytes(),
+                    "leaf {leaf} of {n}"
+                );
+            }
+        }
+        assert!(inclusions(std::iter::empty()).is_empty());
+    }
 
     /// Each leaf's proof is its own: it proves its leaf, in its place.
     #[test]

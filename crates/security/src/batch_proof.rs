@@ -23,7 +23,7 @@ const MAX_TREE_SIZE: u64 = 1 << 24;
 /// The most hashes a path of a tree of at most `MAX_TREE_SIZE` leaves has.
 const MAX_DEPTH: usize = MAX_TREE_SIZE.trailing_zeros() as usize;
 
-type Hash = [u8; 32];
+pub(crate) type Hash = [u8; 32];
 
 /// The leaves a node of the tree covers: `start..end`.
 type Span = (u64, u64);
@@ -161,7 +161,7 @@ fn steps(leaf: u64, size: u64, out: &mut [Step; MAX_DEPTH]) -> usize {
     depth
 }
 
-fn leaf_hash(leaf: &[u8]) -> Hash {
+pub(crate) fn leaf_hash(leaf: &[u8]) -> Hash {
     Sha256::new()
         .chain_update([0])
         .chain_update(leaf)
@@ -169,7 +169,7 @@ fn leaf_hash(leaf: &[u8]) -> Hash {
         .into()
 }
 
-fn node_hash(left: &[u8], right: &[u8]) -> Hash {
+pub(crate) fn node_hash(left: &[u8], right: &[u8]) -> Hash {
     Sha256::new()
         .chain_update([1])
         .chain_update(left)
