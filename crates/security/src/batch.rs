@@ -43,13 +43,11 @@ pub(crate) fn inclusions<'a>(
     let tree_size = leaves.len();
     let mut levels = vec![leaves];
     while let Some(below) = levels.last().filter(|level| level.len() > 1) {
-        let above = below
-            .chunks(2)
-            .map(|pair| match pair {
-                [left, right] => node_hash(left, right),
-                [alone] => *alone,
-                _ => unreachable!("chunks of two"),
-            })
+        let pairs = below.chunks_exact(2);
+        let alone = pairs.remainder().first().copied();
+        let above = pairs
+            .map(|pair| node_hash(&pair[0], &pair[1]))
+            .chain(alone)
             .collect();
         levels.push(above);
     }
