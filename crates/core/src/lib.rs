@@ -14,7 +14,9 @@ pub mod wire;
 pub use catalog::{Catalog, CatalogError, RecordTypeSpec};
 pub use config::ConfigError;
 pub use record::{FieldViolation, RecordLimits, ValidRecord, validate_record};
-pub use signing_input::{SigningInputError, content_hash, minimise, signing_input};
+pub use signing_input::{
+    SigningInputError, content_hash, content_hash_is, minimise, signing_input,
+};
 pub use subject::{SubjectError, SubjectId};
 
 /// The longest caller-chosen label (purpose code, request id), in bytes.

@@ -234,6 +234,12 @@ pub fn content_hash(signing_input: &[u8]) -> Vec<u8> {
     Sha256::digest(signing_input).to_vec()
 }
 
+/// Whether `expected` is the content hash of `signing_input`, without an
+/// allocation (the broker checks every record it consumes).
+pub fn content_hash_is(signing_input: &[u8], expected: &[u8]) -> bool {
+    Sha256::digest(signing_input).as_slice() == expected
+}
+
 /// Keeps only the payload fields numbered in `keep`; every other field's
 /// bytes and salt give way to its digest, so the copy still verifies.
 pub fn minimise(record: &mut Record, keep: &[u32]) -> Result<(), SigningInputError> {

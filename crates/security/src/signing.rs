@@ -279,6 +279,6 @@ pub fn verify_detached(
 
 /// Verifies a (possibly minimised) record offline against the bus CA. For
 /// many records, keep one [`Verifier`](crate::Verifier) instead.
-pub fn verify(record: &Record, ca_der: &[u8]) -> Result<Verified, VerifyError> {
+pub fn verify(record: &Record, ca_der: &[u8]) -> Result<std::sync::Arc<Verified>, VerifyError> {
     crate::Verifier::new(ca_der.to_vec()).verify(record)
 }

@@ -13,7 +13,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use govbus_core::{content_hash, signing_input, time::timestamp_to_micros};
+use govbus_core::{content_hash_is, signing_input, time::timestamp_to_micros};
 use govbus_proto::v1::{BatchInclusion, Record};
 use ring::signature::{ED25519, UnparsedPublicKey};
 
@@ -35,9 +35,10 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// needs; shared, not copied, by every record it signed.
 #[derive(Debug)]
 struct IssuedCertificate {
-    /// The identity, and as records spell it in `RecordSignature.signer`.
-    identity: Result<(Identity, String), VerifyError>,
-    key_id: String,
+    /// What verifying a record it signed proves — shared by every such
+    /// record, not built for each — and the signer as records spell it in
+    /// `RecordSignature.signer`.
+    proves: Result<(Arc<Verified>, String), VerifyError>,
     public_key: Vec<u8>,
     /// Seconds since the epoch; the certificate's window narrowed by the CA's.
     not_before: i64,
@@ -89,13 +90,13 @@ impl Verifier {
         }
         let (cert, (not_before, not_after)) = parse_issued(certificate, &self.ca_der)?;
         let issued = Arc::new(IssuedCertificate {
-            identity: Identity::from_certificate(certificate)
-                .map(|identity| {
-                    let text = identity.to_string();
-                    (identity, text)
+            proves: Identity::from_certificate(certificate)
+                .map(|signer| {
+                    let text = signer.to_string();
+                    let key_id = key_id(cert.public_key().raw);
+                    (Arc::new(Verified { signer, key_id }), text)
                 })
                 .map_err(|_| VerifyError::NoIdentity),
-            key_id: key_id(cert.public_key().raw),
             public_key: cert.public_key().subject_public_key.data.to_vec(),
             not_before,
             not_after,
@@ -111,8 +112,9 @@ impl Verifier {
 
     /// Verifies a (possibly minimised) record: signed with a certificate the
     /// CA issued, valid when it signed, by the identity it claims, over
-    /// exactly this content.
-    pub fn verify(&self, record: &Record) -> Result<Verified, VerifyError> {
+    /// exactly this content. What it proves is shared by every record the
+    /// same certificate signed.
+    pub fn verify(&self, record: &Record) -> Result<Arc<Verified>, VerifyError> {
         let signature = record.signature.as_ref().ok_or(VerifyError::Unsigned)?;
         if signature.signature.is_empty() {
             return Err(VerifyError::Unsigned);
@@ -126,18 +128,18 @@ impl Verifier {
         if signed_at < issued.not_before || signed_at > issued.not_after {
             return Err(VerifyError::NotValidAtSigning);
         }
-        let (actual, actual_text) = issued.identity.as_ref().map_err(Clone::clone)?;
+        let (verified, actual_text) = issued.proves.as_ref().map_err(Clone::clone)?;
         if *actual_text != signature.signer {
             return Err(VerifyError::SignerMismatch {
                 claimed: signature.signer.clone(),
                 actual: actual_text.clone(),
             });
         }
-        if issued.key_id != signature.key_id {
+        if verified.key_id != signature.key_id {
             return Err(VerifyError::KeyIdMismatch);
         }
         let input = signing_input(record)?;
-        if content_hash(&input) != record.content_hash {
+        if !content_hash_is(&input, &record.content_hash) {
             return Err(VerifyError::HashMismatch);
         }
         match &signature.batch {
@@ -150,10 +152,7 @@ impl Verifier {
                 self.check_batch_signature(&issued.public_key, inclusion, &signature.signature)?;
             }
         }
-        Ok(Verified {
-            signer: actual.clone(),
-            key_id: issued.key_id.clone(),
-        })
+        Ok(Arc::clone(verified))
     }
 
     /// Whether the record is the leaf of its batch it says; with the nodes
