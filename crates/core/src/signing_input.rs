@@ -230,14 +230,19 @@ fn encode_field_digest(number: u32, digest: &[u8], out: &mut Vec<u8>) {
 }
 
 /// The content hash of a record: SHA-256 of its signing input.
+fn digest(signing_input: &[u8]) -> [u8; 32] {
+    Sha256::digest(signing_input).into()
+}
+
+/// The content hash of a record, as `Record.content_hash` holds it.
 pub fn content_hash(signing_input: &[u8]) -> Vec<u8> {
-    Sha256::digest(signing_input).to_vec()
+    digest(signing_input).to_vec()
 }
 
 /// Whether `expected` is the content hash of `signing_input`, without an
 /// allocation (the broker checks every record it consumes).
 pub fn content_hash_is(signing_input: &[u8], expected: &[u8]) -> bool {
-    Sha256::digest(signing_input).as_slice() == expected
+    digest(signing_input) == expected
 }
 
 /// Keeps only the payload fields numbered in `keep`; every other field's

@@ -51,6 +51,11 @@ fn record() -> Record {
         status: RecordStatus::Active as i32,
         source_agency: "civil-registry".into(),
         source_system: "fhdy".into(),
+        // Required by the broker's check (`RecordChecker`), not by signatures.
+        issued_at: Some(prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 0,
+        }),
         payload: Some(govbus_proto::pack(&payload)),
         ..Default::default()
     }
@@ -371,21 +376,7 @@ fn a_shared_verifier_still_checks_every_record() {
 /// checked from a plain slice.
 #[test]
 fn a_record_checked_from_bytes_borrows_its_signature_from_the_envelope() {
-    let ca = ca();
-    let mut batch: Vec<Record> = (0..3)
-        .map(|i| Record {
-            record_id: format!("0192f000-0000-7000-8000-00000000000{i}"),
-            issued_at: Some(prost_types::Timestamp {
-                seconds: 1_700_000_000,
-                nanos: 0,
-            }),
-            ..record()
-        })
-        .collect();
-    signer(&ca, "agency/civil-registry/system/fhdy")
-        .sign_all(&mut batch)
-        .unwrap();
-    let ca_der = der(ca.cert_pem());
+    let (ca_der, batch) = signed_batch(3);
     let checker = govbus_security::RecordChecker::new(
         std::sync::Arc::new(govbus_core::Catalog::builtin()),
         ca_der,
