@@ -10,7 +10,15 @@ use govbus_security::{
     pki::{CertificateAuthority, LeafRequest},
     verify,
 };
-use prost::Message;
+use prost::{Message, bytes::Bytes};
+
+/// Flips bit 0 of byte `at` of `bytes` (a signature's byte fields
+/// are shared `Bytes`, changed by replacing them).
+fn flip_bit(bytes: &mut Bytes, at: usize) {
+    let mut changed = bytes.to_vec();
+    changed[at] ^= 1;
+    *bytes = changed.into();
+}
 
 fn ca() -> CertificateAuthority {
     CertificateAuthority::generate("test CA").unwrap()
@@ -241,10 +249,7 @@ fn a_verifier_that_proved_a_batch_refuses_what_a_fresh_one_refuses() {
     // which the verifier knows) to the one below the root.
     for at in (0..path_len).step_by(32) {
         let mut r = batch[4].clone();
-        let path = &mut inclusion(&mut r).path;
-        let mut flipped = path.to_vec();
-        flipped[at] ^= 1;
-        *path = flipped.into();
+        flip_bit(&mut inclusion(&mut r).path, at);
         refused.push(r);
     }
     // A record moved to a neighbour's place.
@@ -342,10 +347,7 @@ fn a_shared_verifier_still_checks_every_record() {
     assert_eq!(verifier.verify(&r), Err(VerifyError::HashMismatch));
 
     let mut r = signed.clone();
-    let signature = &mut r.signature.as_mut().unwrap().signature;
-    let mut flipped = signature.to_vec();
-    flipped[0] ^= 1;
-    *signature = flipped.into();
+    flip_bit(&mut r.signature.as_mut().unwrap().signature, 0);
     assert_eq!(verifier.verify(&r), Err(VerifyError::BadSignature));
 
     // The remembered certificate, but a signing time outside its validity.
@@ -382,7 +384,7 @@ fn a_record_checked_from_bytes_borrows_its_signature_from_the_envelope() {
         ca_der,
     );
     let topic = "govbus.records.birth_certificate";
-    let envelope = prost::bytes::Bytes::from(batch[1].encode_to_vec());
+    let envelope = Bytes::from(batch[1].encode_to_vec());
     let key = batch[1].subject_id.as_bytes();
     let checked = checker.check(topic, key, envelope.clone()).unwrap();
     assert_eq!(checked, checker.check(topic, key, &envelope[..]).unwrap());
