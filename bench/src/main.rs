@@ -165,7 +165,7 @@ impl Bench {
     /// A fresh showcase of `records` citizens; how long it took and its bytes.
     async fn seeded(&self, bus: &TestBus, db: &str, records: u64) -> anyhow::Result<Seeded> {
         let showcase = Showcase::open(&bus.database_url(db)).await?;
-        let signer = Arc::new(TlsMaterial::load(&bus.tls(FHDY))?.signer()?);
+        let signer = Arc::new(bus.signer(FHDY));
         let started = Instant::now();
         let mut shown = 0;
         seed::fill(&showcase, signer, 0, records, |done| {
@@ -310,7 +310,7 @@ impl Bench {
             poll_every: IngestShape::POLL_EVERY,
         };
         let tls = TlsMaterial::load(&bus.tls(FHDY))?;
-        let signer = tls.signer()?;
+        let signer = bus.signer(FHDY);
         step("ingest: what signing and checking a record cost");
         let checker = govbus_security::RecordChecker::new(
             Arc::new(govbus_core::Catalog::builtin()),
@@ -335,7 +335,7 @@ impl Bench {
         let preparer = Preparer::new(
             Arc::new(govbus_core::Catalog::builtin()),
             govbus_core::RecordLimits::default(),
-            tls.signer()?,
+            bus.signer(FHDY),
         );
         let publish_prepare = floor::publish_prepare(&preparer, PARTS_ALONE, shape.batch).await?;
         println!("   {:.1} µs CPU/record", publish_prepare.cpu_us_each());

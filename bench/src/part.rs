@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use govbus_security::TlsMaterial;
 use govbus_store::{AuditLog, Showcase};
 use govbus_tests::{FHDY, TestBus};
 
@@ -59,7 +58,7 @@ pub async fn run(
     postgres_url: Option<String>,
 ) -> anyhow::Result<()> {
     let bus = TestBus::start_with(postgres_url);
-    let signer = Arc::new(TlsMaterial::load(&bus.tls(FHDY))?.signer()?);
+    let signer = Arc::new(bus.signer(FHDY));
     let showcase = Showcase::open(&bus.database_url("part.db")).await?;
     let cost = match part {
         Part::Read => {

@@ -219,11 +219,12 @@ impl TestBus {
         pki::settings_in(&self.certs_dir(), &id(identity))
     }
 
-    /// The record signer of `identity` (its certificate's key), as its
-    /// adapter signs.
+    /// The record signer of `identity` (its signing certificate's key), as
+    /// its adapter signs.
     pub fn signer(&self, identity: &str) -> govbus_security::Signer {
-        TlsMaterial::load(&self.tls(identity))
-            .and_then(|tls| Ok(tls.signer()?))
+        let tls = self.tls(identity);
+        TlsMaterial::load(&tls)
+            .and_then(|material| material.signer(&govbus_security::SigningSettings::beside(&tls)))
             .expect("the test CA's signer")
     }
 

@@ -168,17 +168,40 @@ async fn a_reflection_only_client_publishes_and_reads_back() {
     .await
     {
         MessageResponse::ListServicesResponse(list) => {
-            let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-            for expected in [
-                "govbus.v1.AgencyAdapter",
-                "grpc.health.v1.Health",
-                "grpc.reflection.v1.ServerReflection",
-            ] {
-                assert!(
-                    names.iter().any(|n| n == expected),
-                    "{expected} missing from {names:?}"
-                );
-            }
+            let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+            names.sort();
+            assert_eq!(
+                names,
+                [
+                    "govbus.v1.AgencyAdapter",
+                    "grpc.health.v1.Health",
+                    "grpc.reflection.v1.ServerReflection",
+                    "grpc.reflection.v1alpha.ServerReflection",
+                ],
+                "an adapter lists what it serves, not the broker's services"
+            );
+        }
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+    match reflect(
+        broker_channel.clone(),
+        MessageRequest::ListServices(String::new()),
+    )
+    .await
+    {
+        MessageResponse::ListServicesResponse(list) => {
+            let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+            names.sort();
+            assert_eq!(
+                names,
+                [
+                    "govbus.v1.Consents",
+                    "govbus.v1.OnceOnly",
+                    "grpc.health.v1.Health",
+                    "grpc.reflection.v1.ServerReflection",
+                    "grpc.reflection.v1alpha.ServerReflection",
+                ],
+            );
         }
         other => panic!("unexpected reflection answer {other:?}"),
     }

@@ -64,18 +64,33 @@ async fn forged_foreign_and_unsigned_records_are_dead_lettered() {
     let foreign = signed(&bus.signer(INTERIOR), &subject, "Foreign");
     // 3. Signed under a CA that is not the bus's.
     let rogue_ca = CertificateAuthority::generate("rogue CA").unwrap();
-    let rogue_cert = rogue_ca.issue(&LeafRequest::new(id(FHDY))).unwrap();
+    let rogue_cert = rogue_ca.issue_signing(&LeafRequest::new(id(FHDY))).unwrap();
     let rogue = signed(
         &Signer::from_pem(&rogue_cert.cert_pem, &rogue_cert.key_pem).unwrap(),
         &subject,
         "Rogue",
     );
-    // 4. Not signed at all.
+    // 4. Claimed under the signer's transport certificate (ECDSA, for TLS
+    // only) instead of its signing certificate.
+    let mut transport = signed(&fhdy, &subject, "Transport");
+    let tls_cert = std::fs::read_to_string(bus.tls(FHDY).cert).unwrap();
+    transport.signature.as_mut().unwrap().certificate =
+        govbus_security::pem_certificate_der(&tls_cert)
+            .unwrap()
+            .into();
+    // 5. Not signed at all.
     let mut unsigned = birth_record(&subject, 1, "Unsigned");
     unsigned.source_agency = "civil-registry".into();
     unsigned.source_system = "fhdy".into();
 
-    for record in [&forged, &forged_root, &foreign, &rogue, &unsigned] {
+    for record in [
+        &forged,
+        &forged_root,
+        &foreign,
+        &rogue,
+        &transport,
+        &unsigned,
+    ] {
         produce_raw(&bus, BIRTH_TOPIC, &subject, &record.encode_to_vec()).await;
     }
     // Then a genuine record on the same partition: ingestion carried on.
@@ -94,8 +109,8 @@ async fn forged_foreign_and_unsigned_records_are_dead_lettered() {
     );
     assert_eq!(showcase.count().await.unwrap(), 1);
 
-    eventually("five dead letters", || async {
-        dead_letter_reasons(&bus).len() == 5
+    eventually("six dead letters", || async {
+        dead_letter_reasons(&bus).len() == 6
     })
     .await;
     let reasons = dead_letter_reasons(&bus);
@@ -105,6 +120,8 @@ async fn forged_foreign_and_unsigned_records_are_dead_lettered() {
         "signature: signature does not match the record (forged or tampered)".to_string(),
         format!("signed by {INTERIOR}, which does not own birth_certificate (owner: {FHDY})"),
         "signature: signer certificate was not issued by the bus CA".to_string(),
+        "signature: signer certificate's key is not Ed25519: not a record signing certificate"
+            .to_string(),
         "signature: record is not signed".to_string(),
     ];
     for reason in expected {

@@ -1,6 +1,6 @@
 //! mTLS: only certificates issued by the bus CA, valid now and made for
-//! client authentication get in; the caller is who the certificate says,
-//! whatever the request claims.
+//! client authentication (not a record signing certificate) get in; the
+//! caller is who the certificate says, whatever the request claims.
 
 use govbus_proto::v1::PublishOutcome;
 use govbus_security::pki::{CertificateAuthority, LeafRequest, Usage};
@@ -60,6 +60,23 @@ async fn only_valid_client_certificates_from_the_bus_ca_get_in() {
         broker.try_call_with(Some(&server_only)).await.is_err(),
         "a certificate not made for client authentication"
     );
+
+    // The system's record signing certificate (Ed25519, document signing)
+    // opens no connection: transport and signing keys are apart.
+    let signing = bus
+        .ca()
+        .issue_signing(&LeafRequest::new(id(PORTAL)))
+        .unwrap();
+    let signing = OddCertificate {
+        cert_pem: signing.cert_pem,
+        key_pem: signing.key_pem,
+    };
+    for service in [&broker, &adapter] {
+        assert!(
+            service.try_call_with(Some(&signing)).await.is_err(),
+            "a record signing certificate used for TLS"
+        );
+    }
 
     adapter.stop().await;
     broker.stop().await;

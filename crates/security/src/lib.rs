@@ -16,6 +16,7 @@ pub use signing::{
     SignError, Signer, Verified, VerifyError, check_issued_by, key_id, verify, verify_detached,
 };
 pub use tls::{
-    TlsError, TlsMaterial, TlsSettings, install_crypto_provider, peer_identity, pem_certificate_der,
+    SigningSettings, TlsError, TlsMaterial, TlsSettings, install_crypto_provider, peer_identity,
+    pem_certificate_der,
 };
 pub use verifier::Verifier;

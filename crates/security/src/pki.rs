@@ -1,6 +1,11 @@
-//! A development certificate authority (rcgen): the bus CA and an Ed25519
-//! certificate per agency system, with its identity as URI SAN. The same key
-//! authenticates the system in mTLS and signs its records.
+//! A development certificate authority (rcgen): the bus CA and, for every
+//! agency system, two certificates with its identity as URI SAN — an ECDSA
+//! P-256 one for mTLS, which every TLS stack negotiates (BoringSSL-based
+//! gRPC clients offer no Ed25519), and an Ed25519 one that only signs
+//! records and audit checkpoints (extended key usage *document signing*,
+//! RFC 9336), so a leaked transport key cannot sign evidence and a record
+//! signing key cannot open a connection. Keys are PKCS#8 v1 PEM, which
+//! OpenSSL 3, BoringSSL, Go and Java all read, written with mode 0600.
 
 use std::{
     fs,
@@ -8,23 +13,34 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use ed25519::pkcs8::{EncodePrivateKey, KeypairBytes, spki::der::pem::LineEnding};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ED25519, SanType,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ED25519, SanType,
 };
+use ring::rand::{SecureRandom, SystemRandom};
 use time::{Duration, OffsetDateTime};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::{Identity, TlsSettings};
+use crate::{Identity, SigningSettings, TlsSettings};
+
+/// id-kp-documentSigning (RFC 9336): the extended key usage of record
+/// signing certificates.
+pub const DOCUMENT_SIGNING: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 3, 36];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
+    #[error("no randomness for a key")]
+    Random,
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path}: not a PEM certificate")]
+    NotPem { path: PathBuf },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
@@ -34,14 +50,16 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
     }
 }
 
-/// What a leaf certificate may be used for.
+/// What a transport certificate may be used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Usage {
     Server,
     Client,
 }
 
-/// The certificate to issue for one agency system.
+/// The certificate to issue for one agency system. A record signing
+/// certificate ([`CertificateAuthority::issue_signing`]) takes only the
+/// identity and the validity window.
 #[derive(Debug, Clone)]
 pub struct LeafRequest {
     pub identity: Identity,
@@ -89,8 +107,9 @@ impl std::fmt::Debug for CertificateAuthority {
 }
 
 impl CertificateAuthority {
+    /// A new CA with an ECDSA P-256 key, valid for ten years.
     pub fn generate(common_name: &str) -> Result<Self, PkiError> {
-        let key = KeyPair::generate_for(&PKCS_ED25519)?;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, common_name);
@@ -127,16 +146,11 @@ impl CertificateAuthority {
         &self.cert_pem
     }
 
+    /// A transport (mTLS) certificate: ECDSA P-256, the identity as URI SAN
+    /// beside the request's DNS names and addresses.
     pub fn issue(&self, request: &LeafRequest) -> Result<Issued, PkiError> {
-        let key = KeyPair::generate_for(&PKCS_ED25519)?;
-        let mut params = CertificateParams::new(request.dns_names.clone())?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, request.identity.to_string());
-        dn.push(DnType::OrganizationName, request.identity.agency());
-        params.distinguished_name = dn;
-        params
-            .subject_alt_names
-            .push(SanType::URI(request.identity.uri().try_into()?));
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut params = leaf_params(request, request.dns_names.clone())?;
         for ip in &request.ip_addresses {
             params.subject_alt_names.push(SanType::IpAddress(*ip));
         }
@@ -149,18 +163,71 @@ impl CertificateAuthority {
                 Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
             })
             .collect();
-        params.not_before = request.not_before;
-        params.not_after = request.not_after;
-        params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Issued {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
     }
+
+    /// A record signing certificate: Ed25519, the identity as its only SAN,
+    /// usable for document signing and nothing else. Of the request only the
+    /// identity and the validity window apply.
+    pub fn issue_signing(&self, request: &LeafRequest) -> Result<Issued, PkiError> {
+        let key_pem = ed25519_pkcs8_v1()?;
+        let key = KeyPair::from_pem_and_sign_algo(&key_pem, &PKCS_ED25519)?;
+        let mut params = leaf_params(request, Vec::new())?;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::ContentCommitment,
+        ];
+        params.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::Other(DOCUMENT_SIGNING.to_vec())];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem,
+        })
+    }
 }
 
-/// Where the files of one system live in a certificate folder.
+/// What both kinds of leaf share: subject, URI SAN, validity, issuer key id.
+fn leaf_params(
+    request: &LeafRequest,
+    dns_names: Vec<String>,
+) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::new(dns_names)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, request.identity.to_string());
+    dn.push(DnType::OrganizationName, request.identity.agency());
+    params.distinguished_name = dn;
+    params
+        .subject_alt_names
+        .push(SanType::URI(request.identity.uri().try_into()?));
+    params.not_before = request.not_before;
+    params.not_after = request.not_after;
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+/// A new Ed25519 key as PKCS#8 v1 PEM (RFC 8410, without the public key):
+/// ring writes v2, which OpenSSL 3.0 refuses.
+fn ed25519_pkcs8_v1() -> Result<String, PkiError> {
+    let mut seed = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut seed)
+        .map_err(|_| PkiError::Random)?;
+    let pem = KeypairBytes {
+        secret_key: seed,
+        public_key: None,
+    }
+    .to_pkcs8_pem(LineEnding::LF)
+    .map_err(|_| PkiError::Random)?;
+    Ok(pem.to_string())
+}
+
+/// Where the transport files of one system live in a certificate folder:
+/// `<agency>.<system>.pem` and `.key`.
 pub fn settings_in(dir: &Path, identity: &Identity) -> TlsSettings {
     let stem = identity.file_stem();
     TlsSettings {
@@ -170,9 +237,47 @@ pub fn settings_in(dir: &Path, identity: &Identity) -> TlsSettings {
     }
 }
 
-/// Creates (once) the CA in `dir` and a certificate for every identity that
-/// has none yet. Returns the identities that got a new certificate.
-pub fn init_dir(dir: &Path, identities: &[Identity]) -> Result<Vec<Identity>, PkiError> {
+/// Where the record signing files of one system live in a certificate
+/// folder: `<agency>.<system>.signing.pem` and `.signing.key`.
+pub fn signing_in(dir: &Path, identity: &Identity) -> SigningSettings {
+    SigningSettings::beside(&settings_in(dir, identity))
+}
+
+/// What [`init_dir`] did.
+#[derive(Debug, Default)]
+pub struct InitReport {
+    /// Identities that got new certificates (either kind).
+    pub created: Vec<Identity>,
+    /// Where a folder written by an earlier govbus (Ed25519 transport
+    /// certificates) was moved before a new CA was made; its `ca.pem` still
+    /// verifies the evidence signed under it.
+    pub retired: Option<PathBuf>,
+}
+
+/// Options of [`init_dir`].
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    /// DNS names that new transport certificates carry besides `localhost`
+    /// (e.g. `broker.govbus.svc`), so clients in a cluster verify hostnames.
+    pub dns_names: Vec<String>,
+}
+
+/// Creates (once) the CA in `dir` and, for every identity, the transport
+/// and the record signing certificate it does not have yet.
+pub fn init_dir(dir: &Path, identities: &[Identity]) -> Result<InitReport, PkiError> {
+    init_dir_with(dir, identities, &InitOptions::default())
+}
+
+/// [`init_dir`] with options.
+pub fn init_dir_with(
+    dir: &Path,
+    identities: &[Identity],
+    options: &InitOptions,
+) -> Result<InitReport, PkiError> {
+    let mut report = InitReport {
+        retired: retire_if_ed25519(dir)?,
+        ..InitReport::default()
+    };
     fs::create_dir_all(dir).map_err(io(dir))?;
     let ca_cert = dir.join("ca.pem");
     let ca_key = dir.join("ca.key");
@@ -186,27 +291,88 @@ pub fn init_dir(dir: &Path, identities: &[Identity]) -> Result<Vec<Identity>, Pk
         fs::write(&ca_cert, ca.cert_pem()).map_err(io(&ca_cert))?;
         ca
     };
-    let mut created = Vec::new();
     for identity in identities {
-        let paths = settings_in(dir, identity);
-        if paths.cert.exists() && paths.key.exists() {
-            continue;
+        let mut request = LeafRequest::new(identity.clone());
+        request.dns_names.extend(options.dns_names.iter().cloned());
+        let tls = settings_in(dir, identity);
+        let signing = SigningSettings::beside(&tls);
+        let mut created = false;
+        if !(tls.cert.exists() && tls.key.exists()) {
+            write_pair(&tls.cert, &tls.key, &ca.issue(&request)?)?;
+            created = true;
         }
-        let issued = ca.issue(&LeafRequest::new(identity.clone()))?;
-        write_private(&paths.key, &issued.key_pem)?;
-        fs::write(&paths.cert, &issued.cert_pem).map_err(io(&paths.cert))?;
-        created.push(identity.clone());
+        if !(signing.cert.exists() && signing.key.exists()) {
+            write_pair(&signing.cert, &signing.key, &ca.issue_signing(&request)?)?;
+            created = true;
+        }
+        if created {
+            report.created.push(identity.clone());
+        }
     }
-    Ok(created)
+    Ok(report)
 }
 
-/// Writes a private key readable by its owner only.
+/// A folder whose CA has an Ed25519 key was written by a govbus from before
+/// transport and signing keys were split: its transport certificates are
+/// Ed25519, which BoringSSL-based clients refuse. It moves aside whole
+/// (`<dir>.ed25519`, or `.ed25519-2`, …) and a new set is made in its place.
+fn retire_if_ed25519(dir: &Path) -> Result<Option<PathBuf>, PkiError> {
+    let ca_cert = dir.join("ca.pem");
+    if !ca_cert.exists() {
+        return Ok(None);
+    }
+    let pem = fs::read_to_string(&ca_cert).map_err(io(&ca_cert))?;
+    let der = crate::pem_certificate_der(&pem).ok_or_else(|| PkiError::NotPem {
+        path: ca_cert.clone(),
+    })?;
+    let ed25519 = X509Certificate::from_der(&der)
+        .map(|(_, cert)| {
+            cert.public_key().algorithm.algorithm == x509_parser::oid_registry::OID_SIG_ED25519
+        })
+        .map_err(|_| PkiError::NotPem {
+            path: ca_cert.clone(),
+        })?;
+    if !ed25519 {
+        return Ok(None);
+    }
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "certs".into());
+    let retired = (1..)
+        .map(|n| match n {
+            1 => dir.with_file_name(format!("{name}.ed25519")),
+            n => dir.with_file_name(format!("{name}.ed25519-{n}")),
+        })
+        .find(|candidate| !candidate.exists())
+        .unwrap_or_else(|| dir.with_file_name(format!("{name}.ed25519")));
+    fs::rename(dir, &retired).map_err(io(dir))?;
+    Ok(Some(retired))
+}
+
+fn write_pair(cert: &Path, key: &Path, issued: &Issued) -> Result<(), PkiError> {
+    write_private(key, &issued.key_pem)?;
+    fs::write(cert, &issued.cert_pem).map_err(io(cert))
+}
+
+/// Writes a private key readable by its owner only: created with mode 0600,
+/// never readable by others, not even for a moment.
 fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
-    fs::write(path, contents).map_err(io(path))?;
+    use std::io::Write;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(io(path))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io(path))?;
+        // An existing file keeps its mode through open(): narrow it too.
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(io(path))?;
     }
-    Ok(())
+    file.write_all(contents.as_bytes()).map_err(io(path))
 }

@@ -23,6 +23,8 @@ use crate::{Identity, batch, tls::pem_certificate_der};
 pub enum SignError {
     #[error("the certificate is not PEM")]
     CertificateNotPem,
+    #[error("the private key is not a PEM private key (PKCS#8, SEC1 or PKCS#1)")]
+    KeyNotPem,
     #[error("the private key is not a PKCS#8 Ed25519 key in PEM")]
     KeyNotEd25519,
     #[error("the certificate: {0}")]
@@ -46,6 +48,8 @@ pub enum VerifyError {
     UnknownIssuer,
     #[error("signer certificate was not valid at the signing time")]
     NotValidAtSigning,
+    #[error("signer certificate's key is not Ed25519: not a record signing certificate")]
+    NotSigningKey,
     #[error("signer certificate names no govbus identity")]
     NoIdentity,
     #[error("signer {claimed} does not match the certificate's identity {actual}")]
@@ -247,6 +251,12 @@ pub(crate) fn parse_issued<'a>(
     Ok((cert, window))
 }
 
+/// Whether a certificate's key is Ed25519, the only key records and
+/// checkpoints are signed with (a transport certificate's is ECDSA).
+pub(crate) fn is_ed25519(cert: &X509Certificate<'_>) -> bool {
+    cert.public_key().algorithm.algorithm == x509_parser::oid_registry::OID_SIG_ED25519
+}
+
 /// Checks that `cert_der` was issued by the CA in `ca_der` and, when `at`
 /// (seconds since the epoch) is given, was valid then; otherwise now.
 pub fn check_issued_by(cert_der: &[u8], ca_der: &[u8], at: Option<i64>) -> Result<(), VerifyError> {
@@ -270,6 +280,9 @@ pub fn verify_detached(
     check_issued_by(certificate, ca_der, Some(at))?;
     let (_, cert) = X509Certificate::from_der(certificate)
         .map_err(|e| VerifyError::BadCertificate(e.to_string()))?;
+    if !is_ed25519(&cert) {
+        return Err(VerifyError::NotSigningKey);
+    }
     let identity = Identity::from_certificate(certificate).map_err(|_| VerifyError::NoIdentity)?;
     UnparsedPublicKey::new(&ED25519, cert.public_key().subject_public_key.data.as_ref())
         .verify(message, signature)

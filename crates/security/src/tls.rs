@@ -1,20 +1,49 @@
-//! mTLS material for servers and clients, loaded from PEM files and checked
-//! before anything listens.
+//! mTLS material for servers and clients, and the record signing key beside
+//! it, loaded from PEM files and checked before anything listens.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity as TlsIdentity, ServerTlsConfig};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::{Identity, SignError, Signer};
 
-/// Where a service finds the bus CA and its own certificate and key.
+/// Where a service finds the bus CA and its own transport certificate and key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// Where a service finds its record signing certificate and key: a key of
+/// its own, never the transport key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl SigningSettings {
+    /// The files beside the transport ones, as `govbus certs init` writes
+    /// them: `<stem>.signing.pem` and `<stem>.signing.key`.
+    pub fn beside(tls: &TlsSettings) -> Self {
+        let signing = |path: &Path, extension: &str| {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            path.with_file_name(format!("{stem}.signing.{extension}"))
+        };
+        Self {
+            cert: signing(&tls.cert, "pem"),
+            key: signing(&tls.key, "key"),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +57,8 @@ pub enum TlsError {
     NotPem { path: PathBuf },
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
-    #[error("{0}")]
-    Key(#[from] SignError),
+    #[error("{path}: {source}")]
+    Key { path: PathBuf, source: SignError },
 }
 
 /// A service's verified TLS material and the identity it proves.
@@ -38,6 +67,7 @@ pub struct TlsMaterial {
     identity: Identity,
     ca_pem: String,
     ca_der: Vec<u8>,
+    cert_der: Vec<u8>,
     cert_pem: String,
     key_pem: String,
 }
@@ -48,25 +78,29 @@ pub fn pem_certificate_der(pem: &str) -> Option<Vec<u8>> {
     Some(block.contents)
 }
 
+fn read(path: &Path) -> Result<String, TlsError> {
+    std::fs::read_to_string(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn certificate_der(pem: &str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    pem_certificate_der(pem).ok_or_else(|| TlsError::NotPem {
+        path: path.to_path_buf(),
+    })
+}
+
 impl TlsMaterial {
     /// Reads the files and checks that the certificate was issued by the CA,
-    /// is valid now and names a govbus identity, and that the key matches.
+    /// is valid now and names a govbus identity, and that the key (PKCS#8,
+    /// SEC1 or PKCS#1; any key rustls can sign with) matches it.
     pub fn load(settings: &TlsSettings) -> Result<Self, TlsError> {
-        let read = |path: &PathBuf| {
-            std::fs::read_to_string(path).map_err(|source| TlsError::Read {
-                path: path.clone(),
-                source,
-            })
-        };
         let ca_pem = read(&settings.ca)?;
         let cert_pem = read(&settings.cert)?;
         let key_pem = read(&settings.key)?;
-        let ca_der = pem_certificate_der(&ca_pem).ok_or_else(|| TlsError::NotPem {
-            path: settings.ca.clone(),
-        })?;
-        let cert_der = pem_certificate_der(&cert_pem).ok_or_else(|| TlsError::NotPem {
-            path: settings.cert.clone(),
-        })?;
+        let ca_der = certificate_der(&ca_pem, &settings.ca)?;
+        let cert_der = certificate_der(&cert_pem, &settings.cert)?;
         let invalid = |reason: String| TlsError::Invalid {
             path: settings.cert.clone(),
             reason,
@@ -74,13 +108,23 @@ impl TlsMaterial {
         crate::signing::check_issued_by(&cert_der, &ca_der, None)
             .map_err(|e| invalid(e.to_string()))?;
         let identity = Identity::from_certificate(&cert_der).map_err(|e| invalid(e.to_string()))?;
-        // The key must belong to the certificate: sign and verify once.
-        let signer = Signer::from_pem(&cert_pem, &key_pem)?;
-        signer.self_check()?;
+        let key_error = |source| TlsError::Key {
+            path: settings.key.clone(),
+            source,
+        };
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|_| key_error(SignError::KeyNotPem))?;
+        let key = rustls::crypto::ring::sign::any_supported_type(&key)
+            .map_err(|e| key_error(SignError::Certificate(e.to_string())))?;
+        let (_, cert) = X509Certificate::from_der(&cert_der).map_err(|e| invalid(e.to_string()))?;
+        if key.public_key().as_deref() != Some(cert.public_key().raw) {
+            return Err(key_error(SignError::KeyMismatch));
+        }
         Ok(Self {
             identity,
             ca_pem,
             ca_der,
+            cert_der,
             cert_pem,
             key_pem,
         })
@@ -110,9 +154,51 @@ impl TlsMaterial {
             .domain_name(server_name)
     }
 
-    /// The record signer for this identity (same Ed25519 key as the certificate).
-    pub fn signer(&self) -> Result<Signer, SignError> {
-        Signer::from_pem(&self.cert_pem, &self.key_pem)
+    /// The record signer of this service: the signing certificate of
+    /// `settings`, checked to be issued by the same CA, valid now, for the
+    /// same identity, made for signing and not for TLS, with a key that is
+    /// not this transport key.
+    pub fn signer(&self, settings: &SigningSettings) -> Result<Signer, TlsError> {
+        let cert_pem = read(&settings.cert)?;
+        let key_pem = read(&settings.key)?;
+        let cert_der = certificate_der(&cert_pem, &settings.cert)?;
+        let invalid = |reason: String| TlsError::Invalid {
+            path: settings.cert.clone(),
+            reason,
+        };
+        crate::signing::check_issued_by(&cert_der, &self.ca_der, None)
+            .map_err(|e| invalid(e.to_string()))?;
+        let (_, cert) = X509Certificate::from_der(&cert_der).map_err(|e| invalid(e.to_string()))?;
+        let (_, transport) =
+            X509Certificate::from_der(&self.cert_der).map_err(|e| invalid(e.to_string()))?;
+        if cert.public_key().raw == transport.public_key().raw {
+            return Err(invalid(
+                "the signing key is the transport key; records need a signing certificate of their own".into(),
+            ));
+        }
+        if let Ok(Some(usage)) = cert.extended_key_usage()
+            && (usage.value.server_auth || usage.value.client_auth)
+        {
+            return Err(invalid(
+                "a TLS certificate (server or client authentication); records need a certificate made for document signing".into(),
+            ));
+        }
+        let signer = Signer::from_pem(&cert_pem, &key_pem).map_err(|source| TlsError::Key {
+            path: settings.key.clone(),
+            source,
+        })?;
+        if signer.identity() != &self.identity {
+            return Err(invalid(format!(
+                "names {}, but the transport certificate names {}",
+                signer.identity(),
+                self.identity
+            )));
+        }
+        signer.self_check().map_err(|source| TlsError::Key {
+            path: settings.key.clone(),
+            source,
+        })?;
+        Ok(signer)
     }
 }
 

@@ -18,7 +18,10 @@ use govbus_proto::v1::{BatchInclusion, Record};
 use ring::signature::{ED25519, UnparsedPublicKey};
 
 use crate::{
-    Identity, Verified, VerifyError, batch, batch_proof::ProvenTrees, key_id, signing::parse_issued,
+    Identity, Verified, VerifyError, batch,
+    batch_proof::ProvenTrees,
+    key_id,
+    signing::{is_ed25519, parse_issued},
 };
 
 /// Certificates, and batch signatures, remembered at most; a full cache
@@ -91,12 +94,19 @@ impl Verifier {
         let (cert, (not_before, not_after)) = parse_issued(certificate, &self.ca_der)?;
         let issued = Arc::new(IssuedCertificate {
             proves: Identity::from_certificate(certificate)
+                .map_err(|_| VerifyError::NoIdentity)
+                .and_then(|signer| {
+                    if is_ed25519(&cert) {
+                        Ok(signer)
+                    } else {
+                        Err(VerifyError::NotSigningKey)
+                    }
+                })
                 .map(|signer| {
                     let text = signer.to_string();
                     let key_id = key_id(cert.public_key().raw);
                     (Arc::new(Verified { signer, key_id }), text)
-                })
-                .map_err(|_| VerifyError::NoIdentity),
+                }),
             public_key: cert.public_key().subject_public_key.data.to_vec(),
             not_before,
             not_after,

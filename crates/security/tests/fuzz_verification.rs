@@ -17,7 +17,7 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let ca = CertificateAuthority::generate("fuzz CA").unwrap();
         let issued = ca
-            .issue(&LeafRequest::new(
+            .issue_signing(&LeafRequest::new(
                 "agency/civil-registry/system/fhdy".parse().unwrap(),
             ))
             .unwrap();

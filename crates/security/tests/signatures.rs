@@ -33,7 +33,7 @@ fn der(pem: &str) -> Vec<u8> {
 
 fn signer(ca: &CertificateAuthority, identity: &str) -> Signer {
     let issued = ca
-        .issue(&LeafRequest::new(identity.parse().unwrap()))
+        .issue_signing(&LeafRequest::new(identity.parse().unwrap()))
         .unwrap();
     Signer::from_pem(&issued.cert_pem, &issued.key_pem).unwrap()
 }
@@ -140,7 +140,7 @@ fn tampering_forgery_and_foreign_keys_fail() {
     let mut request = LeafRequest::new("agency/civil-registry/system/fhdy".parse().unwrap());
     request.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
     request.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
-    let issued = ca.issue(&request).unwrap();
+    let issued = ca.issue_signing(&request).unwrap();
     let expired = Signer::from_pem(&issued.cert_pem, &issued.key_pem).unwrap();
     let mut r = record();
     expired.sign(&mut r).unwrap();
@@ -319,10 +319,10 @@ fn records_signed_alone_still_verify() {
 fn a_key_must_match_its_certificate() {
     let ca = ca();
     let a = ca
-        .issue(&LeafRequest::new("agency/a/system/a".parse().unwrap()))
+        .issue_signing(&LeafRequest::new("agency/a/system/a".parse().unwrap()))
         .unwrap();
     let b = ca
-        .issue(&LeafRequest::new("agency/b/system/b".parse().unwrap()))
+        .issue_signing(&LeafRequest::new("agency/b/system/b".parse().unwrap()))
         .unwrap();
     assert!(matches!(
         Signer::from_pem(&a.cert_pem, &b.key_pem),

@@ -50,14 +50,27 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)
 
 /// A router carrying the standard health service and server reflection (v1
 /// and v1alpha, so older grpcurl builds work too) over the govbus contracts.
+/// Reflection lists `served` (the fully qualified names of the services this
+/// server adds to the router), health and itself — not every service in the
+/// contracts — while every message type stays resolvable.
 pub fn base_router(
     security: &Security,
+    served: &[&str],
 ) -> Result<(HealthReporter, Router), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
+        let builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(govbus_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        served
+            .iter()
+            .copied()
+            .chain([
+                HEALTH_SERVICE,
+                "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection",
+            ])
+            .fold(builder, |builder, name| builder.with_service_name(name))
     };
     let v1 = reflection()
         .build_v1()
@@ -74,6 +87,9 @@ pub fn base_router(
         .add_service(v1alpha);
     Ok((reporter, router))
 }
+
+/// The standard health service's name.
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 
 /// Marks `S` as serving in the health service.
 pub async fn set_serving<S: NamedService>(reporter: &HealthReporter) {

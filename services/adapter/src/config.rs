@@ -4,18 +4,23 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use govbus_core::ConfigError;
 use govbus_kafka::KafkaSettings;
-use govbus_security::TlsSettings;
+use govbus_security::{SigningSettings, TlsSettings};
 use govbus_server::{PlaintextSettings, RateLimitSettings};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdapterConfig {
-    /// The bus CA and this system's certificate and key. The certificate's
-    /// identity (`agency/<agency>/system/<system>`) is the adapter's: it is
-    /// the source of every record published here, its key signs them, and
-    /// only callers with that same identity may publish.
+    /// The bus CA and this system's transport certificate and key. The
+    /// certificate's identity (`agency/<agency>/system/<system>`) is the
+    /// adapter's: it is the source of every record published here, and only
+    /// callers with that same identity may publish.
     pub tls: Option<TlsSettings>,
+    /// This system's record signing certificate and key (Ed25519, made for
+    /// document signing, never the transport key): they sign every record
+    /// published here. Unset: the files beside the transport ones,
+    /// `<stem>.signing.pem` and `<stem>.signing.key`.
+    pub signing: Option<SigningSettings>,
     /// Development only: serve gRPC without TLS (see README).
     pub insecure_plaintext: Option<PlaintextSettings>,
     pub rate_limit: RateLimitSettings,
@@ -46,6 +51,7 @@ impl Default for AdapterConfig {
     fn default() -> Self {
         Self {
             tls: None,
+            signing: None,
             insecure_plaintext: None,
             rate_limit: RateLimitSettings::default(),
             metrics_listen: None,
@@ -124,7 +130,7 @@ impl AdapterConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.tls.is_none() {
             return Err(ConfigError::new(
-                "tls (ca, cert, key) is required: the adapter's identity and signing key come from its certificate",
+                "tls (ca, cert, key) is required: the adapter's identity comes from its certificate",
             ));
         }
         self.kafka

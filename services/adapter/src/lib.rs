@@ -109,7 +109,15 @@ impl Adapter {
             catalog.clone(),
             producer,
             limits,
-            security.tls().signer()?,
+            security
+                .tls()
+                .signer(
+                    &config
+                        .signing
+                        .clone()
+                        .unwrap_or_else(|| govbus_security::SigningSettings::beside(tls)),
+                )
+                .map_err(govbus_server::SecurityError::from)?,
         ));
         let identity = security.identity().to_string();
         let outbox = match &config.outbox {
@@ -130,7 +138,10 @@ impl Adapter {
                     addr: config.listen,
                     source,
                 })?;
-        let (health, router) = govbus_server::base_router(&security)?;
+        let (health, router) = govbus_server::base_router(
+            &security,
+            &[<AgencyAdapterServer<AdapterService> as tonic::server::NamedService>::NAME],
+        )?;
         govbus_server::set_serving::<AgencyAdapterServer<AdapterService>>(&health).await;
         let service = AgencyAdapterServer::new(AdapterService::new(
             publisher.clone(),

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use govbus_core::ConfigError;
 use govbus_kafka::KafkaSettings;
-use govbus_security::TlsSettings;
+use govbus_security::{SigningSettings, TlsSettings};
 use govbus_server::{PlaintextSettings, RateLimitSettings};
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +14,11 @@ pub struct BrokerConfig {
     /// The bus CA (which also checks record signatures) and the broker's
     /// own certificate and key.
     pub tls: Option<TlsSettings>,
+    /// The broker's signing certificate and key (Ed25519, made for document
+    /// signing, never the transport key): they sign the audit checkpoints.
+    /// Unset: the files beside the transport ones, `<stem>.signing.pem` and
+    /// `<stem>.signing.key`.
+    pub signing: Option<SigningSettings>,
     /// Development only: serve gRPC without TLS (see README).
     pub insecure_plaintext: Option<PlaintextSettings>,
     pub rate_limit: RateLimitSettings,
@@ -51,6 +56,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             tls: None,
+            signing: None,
             insecure_plaintext: None,
             rate_limit: RateLimitSettings::default(),
             policy_file: None,

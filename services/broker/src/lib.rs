@@ -138,7 +138,13 @@ impl Broker {
                     addr: config.listen,
                     source,
                 })?;
-        let (health, router) = govbus_server::base_router(&security)?;
+        let (health, router) = govbus_server::base_router(
+            &security,
+            &[
+                <OnceOnlyServer<OnceOnlyService> as tonic::server::NamedService>::NAME,
+                <ConsentsServer<ConsentService> as tonic::server::NamedService>::NAME,
+            ],
+        )?;
         govbus_server::set_serving::<OnceOnlyServer<OnceOnlyService>>(&health).await;
         govbus_server::set_serving::<ConsentsServer<ConsentService>>(&health).await;
         let audit_log = match &config.audit_database_url {
@@ -148,9 +154,15 @@ impl Broker {
         let (audit, audit_worker, audit_copy) = audit::AuditTrail::new(
             audit_log.clone(),
             config.audit_chain.clone(),
-            security.tls().signer().map_err(|e| {
-                govbus_server::SecurityError::from(govbus_security::TlsError::from(e))
-            })?,
+            security
+                .tls()
+                .signer(
+                    &config
+                        .signing
+                        .clone()
+                        .unwrap_or_else(|| govbus_security::SigningSettings::beside(tls)),
+                )
+                .map_err(govbus_server::SecurityError::from)?,
             config.audit_checkpoint_every,
         );
         let audit_copy = (audit_copy, producer);

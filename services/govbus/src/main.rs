@@ -216,6 +216,10 @@ enum CertsCommand {
         /// More systems, as agency/<agency>/system/<system> (repeatable).
         #[arg(long = "identity")]
         identities: Vec<Identity>,
+        /// A DNS name that new transport certificates carry besides
+        /// localhost, e.g. broker.govbus.svc (repeatable).
+        #[arg(long = "dns")]
+        dns_names: Vec<String>,
     },
 }
 
@@ -243,19 +247,35 @@ async fn main() -> anyhow::Result<()> {
     govbus_security::install_crypto_provider();
     match Cli::parse().command {
         Command::Run { config } => run(config).await,
-        Command::Certs(CertsCommand::Init { dir, identities }) => {
+        Command::Certs(CertsCommand::Init {
+            dir,
+            identities,
+            dns_names,
+        }) => {
             let mut all = demo_identities();
             all.extend(identities);
-            let created = pki::init_dir(&dir, &all)?;
+            let report = pki::init_dir_with(&dir, &all, &pki::InitOptions { dns_names })?;
+            if let Some(retired) = &report.retired {
+                println!(
+                    "moved: {} → {} (Ed25519 certificates of an earlier govbus; its ca.pem still verifies evidence signed under it)",
+                    dir.display(),
+                    retired.display()
+                );
+            }
             println!("ca: {}", dir.join("ca.pem").display());
             for identity in &all {
-                let files = pki::settings_in(&dir, identity);
-                let state = if created.contains(identity) {
+                let tls = pki::settings_in(&dir, identity);
+                let signing = pki::signing_in(&dir, identity);
+                let state = if report.created.contains(identity) {
                     "created"
                 } else {
                     "kept"
                 };
-                println!("{identity}: {} ({state})", files.cert.display());
+                println!(
+                    "{identity}: {} (TLS), {} (record signing) ({state})",
+                    tls.cert.display(),
+                    signing.cert.display()
+                );
             }
             Ok(())
         }

@@ -167,10 +167,17 @@ impl Demo {
             }
         }
         let url = |name: &str| format!("sqlite://{}", config.data_dir.join(name).display());
-        let created = pki::init_dir(&config.certs_dir, &demo_identities())
+        let report = pki::init_dir(&config.certs_dir, &demo_identities())
             .context("cannot create the development certificates")?;
-        if !created.is_empty() {
-            info!(dir = %config.certs_dir.display(), certificates = created.len(), "development certificates created");
+        if let Some(retired) = &report.retired {
+            warn!(
+                dir = %config.certs_dir.display(),
+                moved_to = %retired.display(),
+                "development certificates of an earlier govbus (Ed25519 for TLS) moved aside; new ones made"
+            );
+        }
+        if !report.created.is_empty() {
+            info!(dir = %config.certs_dir.display(), systems = report.created.len(), "development certificates created");
         }
         let tls = |identity: &str| {
             pki::settings_in(&config.certs_dir, &identity.parse().expect("demo identity"))
