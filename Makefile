@@ -9,8 +9,10 @@ run:
 	$(CARGO) run -p govbus-cli --bin govbus -- run
 
 ## Unit and end-to-end tests: the embedded Kafka-protocol cluster and
-## temporary SQLite databases. Two switches add passes of the end-to-end
-## suite (tests/):
+## temporary SQLite databases, and the client matrix (Python, Java, Node.js,
+## Go and grpcurl clients from examples/, each set up by its setup.sh with
+## pinned versions under target/examples). Two switches add passes of the
+## end-to-end suite (tests/):
 ##   TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres
 ##       also on PostgreSQL, each test in databases created and dropped for it;
 ##   TEST_TANSU=1

@@ -362,7 +362,7 @@ impl Report {
         let _ = writeln!(
             out,
             "## The cost of mTLS\n\n\
-             The same broker and showcase with mTLS on (TLS 1.3, Ed25519 certificates, the \
+             The same broker and showcase with mTLS on (TLS 1.3, ECDSA P-256 certificates, the \
              caller's identity from its certificate), the same load.\n\n{TABLE_HEAD}{}{}{}{}\n\
              - throughput with mTLS / without: **{:.2}**\n",
             row("plaintext, peak", &q.broker_peak),

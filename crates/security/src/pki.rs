@@ -257,9 +257,20 @@ pub struct InitReport {
 /// Options of [`init_dir`].
 #[derive(Debug, Clone, Default)]
 pub struct InitOptions {
-    /// DNS names that new transport certificates carry besides `localhost`
-    /// (e.g. `broker.govbus.svc`), so clients in a cluster verify hostnames.
-    pub dns_names: Vec<String>,
+    /// DNS names that new transport certificates carry besides `localhost`,
+    /// so clients in a cluster verify hostnames: for one identity (e.g. the
+    /// broker's `govbus-broker.govbus.svc`), or for every one when `None`.
+    pub dns_names: Vec<(Option<Identity>, String)>,
+}
+
+impl InitOptions {
+    /// The extra DNS names of `identity`'s transport certificate.
+    fn dns_names_of<'a>(&'a self, identity: &'a Identity) -> impl Iterator<Item = String> + 'a {
+        self.dns_names
+            .iter()
+            .filter(move |(of, _)| of.as_ref().is_none_or(|of| of == identity))
+            .map(|(_, name)| name.clone())
+    }
 }
 
 /// Creates (once) the CA in `dir` and, for every identity, the transport
@@ -293,7 +304,7 @@ pub fn init_dir_with(
     };
     for identity in identities {
         let mut request = LeafRequest::new(identity.clone());
-        request.dns_names.extend(options.dns_names.iter().cloned());
+        request.dns_names.extend(options.dns_names_of(identity));
         let tls = settings_in(dir, identity);
         let signing = SigningSettings::beside(&tls);
         let mut created = false;

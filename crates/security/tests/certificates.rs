@@ -51,7 +51,10 @@ fn every_system_gets_an_ecdsa_transport_and_an_ed25519_signing_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     let options = InitOptions {
-        dns_names: vec!["broker.govbus.svc".into()],
+        dns_names: vec![
+            (Some(id(FHDY)), "civil-registry.govbus.svc".into()),
+            (None, "govbus.example".into()),
+        ],
     };
     let report = pki::init_dir_with(&certs, &[id(FHDY), id(PORTAL)], &options).unwrap();
     assert_eq!(report.created, vec![id(FHDY), id(PORTAL)]);
@@ -88,7 +91,8 @@ fn every_system_gets_an_ecdsa_transport_and_an_ed25519_signing_certificate() {
     for expected in [
         "uri:spiffe://govbus/agency/civil-registry/system/fhdy",
         "dns:localhost",
-        "dns:broker.govbus.svc",
+        "dns:civil-registry.govbus.svc",
+        "dns:govbus.example",
         "ip:[127, 0, 0, 1]",
     ] {
         assert!(
@@ -96,6 +100,14 @@ fn every_system_gets_an_ecdsa_transport_and_an_ed25519_signing_certificate() {
             "{expected} in {names:?}"
         );
     }
+    let portal_der = der(&pki::settings_in(&certs, &id(PORTAL)).cert);
+    let (_, portal) = X509Certificate::from_der(&portal_der).unwrap();
+    let portal_names = format!("{:?}", portal.subject_alternative_name());
+    assert!(
+        portal_names.contains("govbus.example")
+            && !portal_names.contains("civil-registry.govbus.svc"),
+        "a name given for one identity is on its certificate only: {portal_names}"
+    );
     let usage = cert.extended_key_usage().unwrap().unwrap().value;
     assert!(usage.server_auth && usage.client_auth);
 
@@ -261,6 +273,27 @@ fn transport_keys_load_as_pkcs8_or_sec1_and_must_match_their_certificate() {
         }
         other => panic!("a key of another certificate: {other:?}"),
     }
+    // The same key as SEC1 (`BEGIN EC PRIVATE KEY`), as OpenSSL writes it.
+    let sec1 = dir.path().join("sec1.key");
+    let converted = std::process::Command::new("openssl")
+        .args(["ec", "-in"])
+        .arg(&fhdy.key)
+        .arg("-out")
+        .arg(&sec1)
+        .output()
+        .expect("openssl runs");
+    assert!(converted.status.success(), "{converted:?}");
+    assert!(
+        std::fs::read_to_string(&sec1)
+            .unwrap()
+            .starts_with("-----BEGIN EC PRIVATE KEY-----")
+    );
+    TlsMaterial::load(&TlsSettings {
+        key: sec1,
+        ..fhdy.clone()
+    })
+    .expect("a SEC1 key loads");
+
     let garbage = dir.path().join("garbage.key");
     std::fs::write(&garbage, "not a key").unwrap();
     let error = TlsMaterial::load(&TlsSettings {

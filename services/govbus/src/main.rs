@@ -217,9 +217,10 @@ enum CertsCommand {
         #[arg(long = "identity")]
         identities: Vec<Identity>,
         /// A DNS name that new transport certificates carry besides
-        /// localhost, e.g. broker.govbus.svc (repeatable).
-        #[arg(long = "dns")]
-        dns_names: Vec<String>,
+        /// localhost: NAME for every one, or IDENTITY=NAME for one, e.g.
+        /// agency/govbus/system/broker=govbus-broker.govbus.svc (repeatable).
+        #[arg(long = "dns", value_parser = parse_dns_name)]
+        dns_names: Vec<(Option<Identity>, String)>,
     },
 }
 
@@ -240,6 +241,29 @@ enum ConsentCommand {
         #[command(flatten)]
         scope: Scope,
     },
+}
+
+/// `NAME` or `IDENTITY=NAME` of `govbus certs init --dns`.
+fn parse_dns_name(value: &str) -> Result<(Option<Identity>, String), String> {
+    let (identity, name) = match value.split_once('=') {
+        Some((identity, name)) => (Some(identity.parse().map_err(|e| format!("{e}"))?), name),
+        None => (None, value),
+    };
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !valid {
+        return Err(format!("{name:?} is not a DNS name"));
+    }
+    Ok((identity, name.to_ascii_lowercase()))
 }
 
 #[tokio::main]
