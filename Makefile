@@ -13,7 +13,7 @@ run:
 ## Go and grpcurl clients from examples/, each set up by its setup.sh with
 ## pinned versions under target/examples). Two switches add passes of the
 ## end-to-end suite (tests/):
-##   TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres
+##   TEST_POSTGRES_URL=postgres://postgres:PASSWORD@127.0.0.1:5432/postgres
 ##       also on PostgreSQL, each test in databases created and dropped for it;
 ##   TEST_TANSU=1
 ##       also against a separate tansu broker process (durable SQLite log),

@@ -24,17 +24,16 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 cache="${GOVBUS_EXAMPLES_CACHE:-$repo/target/examples}/go"
 tools="$cache/protoc-tools"
-module="$(cd "$here" && go list -m)"
-
 die() { echo "generate.sh: $*" >&2; exit 1; }
 command -v go >/dev/null || die "go is not on PATH"
 command -v python3 >/dev/null || die "python3 is not on PATH"
+module="$(cd "$here" && go list -m)"
 
 mkdir -p "$tools/bin"
 if [ ! -x "$tools/venv/bin/python" ]; then
   python3 -m venv "$tools/venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
 fi
-if ! "$tools/venv/bin/python" -m grpc_tools.protoc --version 2>/dev/null | grep -q . \
+if [ -z "$("$tools/venv/bin/python" -m grpc_tools.protoc --version 2>/dev/null || true)" ] \
    || [ "$("$tools/venv/bin/pip" show grpcio-tools 2>/dev/null | sed -n 's/^Version: //p')" != "$GRPCIO_TOOLS_VERSION" ]; then
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
     "grpcio-tools==$GRPCIO_TOOLS_VERSION" "grpcio==$GRPCIO_VERSION" \

@@ -27,7 +27,7 @@ inputs="$(
   echo "grpcurl $GRPCURL_VERSION"
   go env GOVERSION GOOS GOARCH
   sha256sum setup.sh go.mod go.sum
-  find cmd gen -name '*.go' -print0 | sort -z | xargs -0 sha256sum
+  find cmd gen -name '*.go' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
 )"
 hash="$(printf '%s\n' "$inputs" | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ] && [ -x "$bin/grpcurl" ] && [ -x "$bin/roundtrip" ]; then

@@ -23,7 +23,7 @@ java_major="$(javac -version 2>&1 | sed -n 's/^javac \([0-9]*\).*/\1/p')"
 hash="$(
   cd "$repo"
   { echo "java $java_major"
-    find examples/java/pom.xml examples/java/src proto -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+    find examples/java/pom.xml examples/java/setup.sh examples/java/src proto -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
   } | sha256sum | cut -d' ' -f1
 )"
 if [[ -f "$jar" && -f "$stamp" && "$(cat "$stamp")" == "$hash" ]]; then

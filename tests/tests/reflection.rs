@@ -74,6 +74,32 @@ async fn reflect(channel: Channel, request: MessageRequest) -> MessageResponse {
         .expect("a message response")
 }
 
+/// The services a server lists by reflection, sorted, after checking that
+/// it also describes each of them (a listed service it cannot describe
+/// breaks `grpcurl describe`).
+async fn listed_and_described(channel: Channel) -> Vec<String> {
+    let listed = match reflect(channel.clone(), MessageRequest::ListServices(String::new())).await {
+        MessageResponse::ListServicesResponse(list) => list.service,
+        other => panic!("unexpected reflection answer {other:?}"),
+    };
+    let mut names: Vec<String> = listed.into_iter().map(|s| s.name).collect();
+    names.sort();
+    for name in &names {
+        match reflect(
+            channel.clone(),
+            MessageRequest::FileContainingSymbol(name.clone()),
+        )
+        .await
+        {
+            MessageResponse::FileDescriptorResponse(files) => {
+                assert!(!files.file_descriptor_proto.is_empty(), "{name}")
+            }
+            other => panic!("{name} is listed but not described: {other:?}"),
+        }
+    }
+    names
+}
+
 fn add_files(
     files: &mut BTreeMap<String, prost_types::FileDescriptorProto>,
     response: MessageResponse,
@@ -161,50 +187,26 @@ async fn a_reflection_only_client_publishes_and_reads_back() {
     let adapter_channel = adapter.channel().await;
     let broker_channel = broker.channel().await;
 
-    match reflect(
-        adapter_channel.clone(),
-        MessageRequest::ListServices(String::new()),
-    )
-    .await
-    {
-        MessageResponse::ListServicesResponse(list) => {
-            let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-            names.sort();
-            assert_eq!(
-                names,
-                [
-                    "govbus.v1.AgencyAdapter",
-                    "grpc.health.v1.Health",
-                    "grpc.reflection.v1.ServerReflection",
-                    "grpc.reflection.v1alpha.ServerReflection",
-                ],
-                "an adapter lists what it serves, not the broker's services"
-            );
-        }
-        other => panic!("unexpected reflection answer {other:?}"),
-    }
-    match reflect(
-        broker_channel.clone(),
-        MessageRequest::ListServices(String::new()),
-    )
-    .await
-    {
-        MessageResponse::ListServicesResponse(list) => {
-            let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-            names.sort();
-            assert_eq!(
-                names,
-                [
-                    "govbus.v1.Consents",
-                    "govbus.v1.OnceOnly",
-                    "grpc.health.v1.Health",
-                    "grpc.reflection.v1.ServerReflection",
-                    "grpc.reflection.v1alpha.ServerReflection",
-                ],
-            );
-        }
-        other => panic!("unexpected reflection answer {other:?}"),
-    }
+    assert_eq!(
+        listed_and_described(adapter_channel.clone()).await,
+        [
+            "govbus.v1.AgencyAdapter",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ],
+        "an adapter lists what it serves, not the broker's services"
+    );
+    assert_eq!(
+        listed_and_described(broker_channel.clone()).await,
+        [
+            "govbus.v1.Consents",
+            "govbus.v1.OnceOnly",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ],
+    );
 
     let subject = pinfl(500);
     let pool = pool_from_reflection(

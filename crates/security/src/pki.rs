@@ -41,6 +41,22 @@ pub enum PkiError {
     },
     #[error("{path}: not a PEM certificate")]
     NotPem { path: PathBuf },
+    #[error("{path}: not an X.509 certificate: {reason}")]
+    BadCertificate { path: PathBuf, reason: String },
+    #[error("a new key could not be encoded as PKCS#8: {0}")]
+    Encode(String),
+    #[error(
+        "{path} has no ca.key beside it: not a folder govbus certs init issues in (a CA of its own would replace this one)"
+    )]
+    ForeignCa { path: PathBuf },
+    #[error(
+        "{from} holds Ed25519 certificates of an earlier govbus and could not be moved to {to}: {source}; move it aside by hand and run again"
+    )]
+    Retire {
+        from: PathBuf,
+        to: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
@@ -222,7 +238,7 @@ fn ed25519_pkcs8_v1() -> Result<String, PkiError> {
         public_key: None,
     }
     .to_pkcs8_pem(LineEnding::LF)
-    .map_err(|_| PkiError::Random)?;
+    .map_err(|e| PkiError::Encode(e.to_string()))?;
     Ok(pem.to_string())
 }
 
@@ -292,7 +308,10 @@ pub fn init_dir_with(
     fs::create_dir_all(dir).map_err(io(dir))?;
     let ca_cert = dir.join("ca.pem");
     let ca_key = dir.join("ca.key");
-    let ca = if ca_cert.exists() && ca_key.exists() {
+    if ca_cert.exists() && !ca_key.exists() {
+        return Err(PkiError::ForeignCa { path: ca_cert });
+    }
+    let ca = if ca_cert.exists() {
         let cert = fs::read_to_string(&ca_cert).map_err(io(&ca_cert))?;
         let key = fs::read_to_string(&ca_key).map_err(io(&ca_key))?;
         CertificateAuthority::from_pem(&cert, &key)?
@@ -323,41 +342,48 @@ pub fn init_dir_with(
     Ok(report)
 }
 
-/// A folder whose CA has an Ed25519 key was written by a govbus from before
-/// transport and signing keys were split: its transport certificates are
-/// Ed25519, which BoringSSL-based clients refuse. It moves aside whole
-/// (`<dir>.ed25519`, or `.ed25519-2`, …) and a new set is made in its place.
+/// A folder whose CA has an Ed25519 key (and whose CA key is there: govbus
+/// made it) was written by a govbus from before transport and signing keys
+/// were split: its transport certificates are Ed25519, which
+/// BoringSSL-based clients refuse. It moves aside whole (`<dir>.ed25519`,
+/// or `.ed25519-2`, …) and a new set is made in its place.
 fn retire_if_ed25519(dir: &Path) -> Result<Option<PathBuf>, PkiError> {
     let ca_cert = dir.join("ca.pem");
-    if !ca_cert.exists() {
+    if !(ca_cert.exists() && dir.join("ca.key").exists()) {
         return Ok(None);
     }
     let pem = fs::read_to_string(&ca_cert).map_err(io(&ca_cert))?;
     let der = crate::pem_certificate_der(&pem).ok_or_else(|| PkiError::NotPem {
         path: ca_cert.clone(),
     })?;
-    let ed25519 = X509Certificate::from_der(&der)
-        .map(|(_, cert)| {
-            cert.public_key().algorithm.algorithm == x509_parser::oid_registry::OID_SIG_ED25519
-        })
-        .map_err(|_| PkiError::NotPem {
-            path: ca_cert.clone(),
-        })?;
-    if !ed25519 {
+    let (_, cert) = X509Certificate::from_der(&der).map_err(|e| PkiError::BadCertificate {
+        path: ca_cert.clone(),
+        reason: e.to_string(),
+    })?;
+    if !crate::signing::is_ed25519(&cert) {
         return Ok(None);
     }
-    let name = dir
+    let mut name = dir
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "certs".into());
-    let retired = (1..)
-        .map(|n| match n {
-            1 => dir.with_file_name(format!("{name}.ed25519")),
-            n => dir.with_file_name(format!("{name}.ed25519-{n}")),
-        })
-        .find(|candidate| !candidate.exists())
-        .unwrap_or_else(|| dir.with_file_name(format!("{name}.ed25519")));
-    fs::rename(dir, &retired).map_err(io(dir))?;
+        .ok_or_else(|| PkiError::BadCertificate {
+            path: ca_cert.clone(),
+            reason: "its folder has no name to move it aside by".into(),
+        })?
+        .to_os_string();
+    name.push(".ed25519");
+    let mut retired = dir.with_file_name(&name);
+    let mut n = 1;
+    while retired.exists() {
+        n += 1;
+        let mut numbered = name.clone();
+        numbered.push(format!("-{n}"));
+        retired = dir.with_file_name(numbered);
+    }
+    fs::rename(dir, &retired).map_err(|source| PkiError::Retire {
+        from: dir.to_path_buf(),
+        to: retired.clone(),
+        source,
+    })?;
     Ok(Some(retired))
 }
 
@@ -366,10 +392,14 @@ fn write_pair(cert: &Path, key: &Path, issued: &Issued) -> Result<(), PkiError> 
     fs::write(cert, &issued.cert_pem).map_err(io(cert))
 }
 
-/// Writes a private key readable by its owner only: created with mode 0600,
-/// never readable by others, not even for a moment.
+/// Writes a private key readable by its owner only: into a file created
+/// with mode 0600 beside it, then renamed over it, so that no reader ever
+/// sees a key readable by others or half written.
 fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
     use std::io::Write;
+    let mut partial = path.as_os_str().to_os_string();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -377,13 +407,16 @@ fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).map_err(io(path))?;
+    let mut file = options.open(&partial).map_err(io(&partial))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        // An existing file keeps its mode through open(): narrow it too.
+        // A partial file left by a crash keeps its mode through open().
         file.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io(path))?;
+            .map_err(io(&partial))?;
     }
-    file.write_all(contents.as_bytes()).map_err(io(path))
+    file.write_all(contents.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io(&partial))?;
+    fs::rename(&partial, path).map_err(io(path))
 }

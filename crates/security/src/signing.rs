@@ -31,6 +31,12 @@ pub enum SignError {
     Certificate(String),
     #[error("the private key does not belong to the certificate")]
     KeyMismatch,
+    #[error(
+        "the certificate is not made for record signing (extended key usage document signing, RFC 9336, and no TLS purpose)"
+    )]
+    NotSigningCertificate,
+    #[error("the private key is of a kind rustls cannot sign with: {0}")]
+    UnsupportedKey(String),
     #[error("no randomness for salts")]
     Random,
     #[error(transparent)]
@@ -111,6 +117,9 @@ impl Signer {
             .map_err(|e| SignError::Certificate(e.to_string()))?;
         if cert.public_key().subject_public_key.data.as_ref() != key.public_key().as_ref() {
             return Err(SignError::KeyMismatch);
+        }
+        if !is_document_signing(&cert) {
+            return Err(SignError::NotSigningCertificate);
         }
         let identity = Identity::from_certificate(&certificate)
             .map_err(|e| SignError::Certificate(e.to_string()))?;
@@ -249,6 +258,22 @@ pub(crate) fn parse_issued<'a>(
             .min(ca.validity().not_after.timestamp()),
     );
     Ok((cert, window))
+}
+
+/// Whether a certificate is made for document signing and for nothing
+/// else: a signing key that could also authenticate TLS (or any purpose)
+/// would undo the split between transport and signing keys. Certificates
+/// without the extension are valid for every purpose, so they do not pass.
+fn is_document_signing(cert: &X509Certificate<'_>) -> bool {
+    let Ok(Some(usage)) = cert.extended_key_usage() else {
+        return false;
+    };
+    let usage = usage.value;
+    !(usage.any || usage.server_auth || usage.client_auth)
+        && usage.other.iter().any(|oid| {
+            oid.iter()
+                .is_some_and(|arcs| arcs.eq(crate::pki::DOCUMENT_SIGNING.iter().copied()))
+        })
 }
 
 /// Whether a certificate's key is Ed25519, the only key records and

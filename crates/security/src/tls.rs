@@ -31,13 +31,12 @@ pub struct SigningSettings {
 impl SigningSettings {
     /// The files beside the transport ones, as `govbus certs init` writes
     /// them: `<stem>.signing.pem` and `<stem>.signing.key`.
+    /// Each file keeps its own stem: `tls.crt` gives `tls.signing.pem`.
     pub fn beside(tls: &TlsSettings) -> Self {
         let signing = |path: &Path, extension: &str| {
-            let stem = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            path.with_file_name(format!("{stem}.signing.{extension}"))
+            let mut name = path.file_stem().unwrap_or_default().to_os_string();
+            name.push(format!(".signing.{extension}"));
+            path.with_file_name(name)
         };
         Self {
             cert: signing(&tls.cert, "pem"),
@@ -59,6 +58,13 @@ pub enum TlsError {
     Invalid { path: PathBuf, reason: String },
     #[error("{path}: {source}")]
     Key { path: PathBuf, source: SignError },
+    #[error(
+        "{path}: {source} (the record signing certificate and key: `signing.cert` and `signing.key`, by default beside the transport files; `govbus certs init` writes them)"
+    )]
+    SigningFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A service's verified TLS material and the identity it proves.
@@ -115,8 +121,17 @@ impl TlsMaterial {
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
             .map_err(|_| key_error(SignError::KeyNotPem))?;
         let key = rustls::crypto::ring::sign::any_supported_type(&key)
-            .map_err(|e| key_error(SignError::Certificate(e.to_string())))?;
+            .map_err(|e| key_error(SignError::UnsupportedKey(e.to_string())))?;
         let (_, cert) = X509Certificate::from_der(&cert_der).map_err(|e| invalid(e.to_string()))?;
+        let for_tls = match cert.extended_key_usage() {
+            Ok(Some(usage)) => usage.value.server_auth || usage.value.client_auth,
+            _ => false,
+        };
+        if !for_tls {
+            return Err(invalid(
+                "not made for TLS (extended key usage server or client authentication); a record signing certificate goes in `signing`".into(),
+            ));
+        }
         if key.public_key().as_deref() != Some(cert.public_key().raw) {
             return Err(key_error(SignError::KeyMismatch));
         }
@@ -159,6 +174,12 @@ impl TlsMaterial {
     /// same identity, made for signing and not for TLS, with a key that is
     /// not this transport key.
     pub fn signer(&self, settings: &SigningSettings) -> Result<Signer, TlsError> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| TlsError::SigningFile {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
         let cert_pem = read(&settings.cert)?;
         let key_pem = read(&settings.key)?;
         let cert_der = certificate_der(&cert_pem, &settings.cert)?;
@@ -174,13 +195,6 @@ impl TlsMaterial {
         if cert.public_key().raw == transport.public_key().raw {
             return Err(invalid(
                 "the signing key is the transport key; records need a signing certificate of their own".into(),
-            ));
-        }
-        if let Ok(Some(usage)) = cert.extended_key_usage()
-            && (usage.value.server_auth || usage.value.client_auth)
-        {
-            return Err(invalid(
-                "a TLS certificate (server or client authentication); records need a certificate made for document signing".into(),
             ));
         }
         let signer = Signer::from_pem(&cert_pem, &key_pem).map_err(|source| TlsError::Key {

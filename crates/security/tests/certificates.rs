@@ -181,7 +181,7 @@ fn a_service_signs_with_its_signing_certificate_and_never_its_transport_key() {
         key: tls.key.clone(),
     });
     assert!(
-        transport.contains("TLS certificate") || transport.contains("transport key"),
+        transport.contains("the signing key is the transport key"),
         "{transport}"
     );
     // Another system's signing certificate.
@@ -344,7 +344,126 @@ fn a_folder_of_an_earlier_govbus_moves_aside_and_a_new_one_is_made() {
         std::fs::remove_dir_all(&certs).unwrap();
         std::fs::create_dir_all(&certs).unwrap();
         std::fs::write(certs.join("ca.pem"), &old_ca).unwrap();
+        std::fs::write(certs.join("ca.key"), "the old CA's key").unwrap();
         pki::init_dir(&certs, &[id(FHDY)]).unwrap()
     };
     assert_eq!(report.retired, Some(dir.path().join("certs.ed25519-2")));
+}
+
+/// An Ed25519 certificate from the bus CA, as rcgen makes it with `edit`.
+fn ed25519_leaf(dir: &Path, edit: impl FnOnce(&mut rcgen::CertificateParams)) -> (String, String) {
+    let issuer = rcgen::Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key")).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::URI(id(FHDY).uri().try_into().unwrap()));
+    edit(&mut params);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn only_a_certificate_made_for_document_signing_signs_records() {
+    let dir = tempfile::tempdir().unwrap();
+    pki::init_dir(dir.path(), &[id(FHDY)]).unwrap();
+    // The way before the split: one Ed25519 certificate for TLS and records.
+    let (cert, key) = ed25519_leaf(dir.path(), |p| {
+        p.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+    });
+    assert!(matches!(
+        govbus_security::Signer::from_pem(&cert, &key),
+        Err(govbus_security::SignError::NotSigningCertificate)
+    ));
+    // No extended key usage at all: good for any purpose, TLS included.
+    let (cert, key) = ed25519_leaf(dir.path(), |_| {});
+    assert!(matches!(
+        govbus_security::Signer::from_pem(&cert, &key),
+        Err(govbus_security::SignError::NotSigningCertificate)
+    ));
+    // Document signing beside a TLS purpose.
+    let (cert, key) = ed25519_leaf(dir.path(), |p| {
+        p.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::Other(DOCUMENT_SIGNING.to_vec()),
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+    });
+    assert!(matches!(
+        govbus_security::Signer::from_pem(&cert, &key),
+        Err(govbus_security::SignError::NotSigningCertificate)
+    ));
+    // Document signing alone.
+    let (cert, key) = ed25519_leaf(dir.path(), |p| {
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::Other(
+            DOCUMENT_SIGNING.to_vec(),
+        )];
+    });
+    govbus_security::Signer::from_pem(&cert, &key).expect("a document signing certificate");
+}
+
+#[test]
+fn a_signing_certificate_is_no_transport_certificate_and_its_absence_is_named() {
+    govbus_security::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    pki::init_dir(dir.path(), &[id(FHDY)]).unwrap();
+    let tls = pki::settings_in(dir.path(), &id(FHDY));
+    let signing = SigningSettings::beside(&tls);
+    let error = TlsMaterial::load(&TlsSettings {
+        ca: tls.ca.clone(),
+        cert: signing.cert.clone(),
+        key: signing.key.clone(),
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("not made for TLS"), "{error}");
+
+    std::fs::remove_file(&signing.key).unwrap();
+    let error = TlsMaterial::load(&tls)
+        .unwrap()
+        .signer(&signing)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("civil-registry.fhdy.signing.key")
+            && error.contains("`govbus certs init` writes them"),
+        "{error}"
+    );
+}
+
+#[test]
+fn signing_files_sit_beside_the_transport_files_each_with_its_own_stem() {
+    let tls = TlsSettings {
+        ca: "/etc/govbus/ca.pem".into(),
+        cert: "/etc/govbus/tls.crt".into(),
+        key: "/run/secrets/tls.key".into(),
+    };
+    assert_eq!(
+        SigningSettings::beside(&tls),
+        SigningSettings {
+            cert: "/etc/govbus/tls.signing.pem".into(),
+            key: "/run/secrets/tls.signing.key".into(),
+        }
+    );
+}
+
+#[test]
+fn a_folder_with_a_ca_certificate_but_no_ca_key_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = "-----BEGIN CERTIFICATE-----\nnot ours\n-----END CERTIFICATE-----\n";
+    std::fs::write(dir.path().join("ca.pem"), ca).unwrap();
+    let error = pki::init_dir(dir.path(), &[id(FHDY)])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("no ca.key beside it"), "{error}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("ca.pem")).unwrap(),
+        ca
+    );
 }

@@ -59,9 +59,14 @@ pub fn base_router(
 ) -> Result<(HealthReporter, Router), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
+        // Both versions of reflection describe both: each lists the other.
         let builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(govbus_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            );
         served
             .iter()
             .copied()

@@ -4,7 +4,9 @@
 
 use std::{num::NonZeroU32, sync::Arc};
 
-use govbus_security::{Identity, TlsError, TlsMaterial, TlsSettings, peer_identity};
+use govbus_security::{
+    Identity, Signer, SigningSettings, TlsError, TlsMaterial, TlsSettings, peer_identity,
+};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Status, service::Interceptor, transport::Server};
@@ -103,6 +105,24 @@ impl Security {
 
     pub fn tls(&self) -> &TlsMaterial {
         &self.tls
+    }
+
+    /// This service's record signer: the signing files configured, or those
+    /// beside its transport files `tls` (see [`SigningSettings::beside`]).
+    pub fn signer(
+        &self,
+        tls: &TlsSettings,
+        signing: Option<&SigningSettings>,
+    ) -> Result<Signer, SecurityError> {
+        let beside;
+        let signing = match signing {
+            Some(signing) => signing,
+            None => {
+                beside = SigningSettings::beside(tls);
+                &beside
+            }
+        };
+        Ok(self.tls.signer(signing)?)
     }
 
     /// The server builder with mTLS, or — development switch — without TLS.

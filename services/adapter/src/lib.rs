@@ -109,15 +109,7 @@ impl Adapter {
             catalog.clone(),
             producer,
             limits,
-            security
-                .tls()
-                .signer(
-                    &config
-                        .signing
-                        .clone()
-                        .unwrap_or_else(|| govbus_security::SigningSettings::beside(tls)),
-                )
-                .map_err(govbus_server::SecurityError::from)?,
+            security.signer(tls, config.signing.as_ref())?,
         ));
         let identity = security.identity().to_string();
         let outbox = match &config.outbox {

@@ -154,15 +154,7 @@ impl Broker {
         let (audit, audit_worker, audit_copy) = audit::AuditTrail::new(
             audit_log.clone(),
             config.audit_chain.clone(),
-            security
-                .tls()
-                .signer(
-                    &config
-                        .signing
-                        .clone()
-                        .unwrap_or_else(|| govbus_security::SigningSettings::beside(tls)),
-                )
-                .map_err(govbus_server::SecurityError::from)?,
+            security.signer(tls, config.signing.as_ref())?,
             config.audit_checkpoint_every,
         );
         let audit_copy = (audit_copy, producer);

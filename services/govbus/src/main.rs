@@ -278,6 +278,14 @@ async fn main() -> anyhow::Result<()> {
         }) => {
             let mut all = demo_identities();
             all.extend(identities);
+            if let Some((Some(unknown), _)) = dns_names
+                .iter()
+                .find(|(of, _)| of.as_ref().is_some_and(|of| !all.contains(of)))
+            {
+                anyhow::bail!(
+                    "--dns names {unknown}, which is neither a demo system nor given with --identity"
+                );
+            }
             let report = pki::init_dir_with(&dir, &all, &pki::InitOptions { dns_names })?;
             if let Some(retired) = &report.retired {
                 println!(
@@ -290,10 +298,11 @@ async fn main() -> anyhow::Result<()> {
             for identity in &all {
                 let tls = pki::settings_in(&dir, identity);
                 let signing = pki::signing_in(&dir, identity);
+                // Names given now go into new certificates only.
                 let state = if report.created.contains(identity) {
                     "created"
                 } else {
-                    "kept"
+                    "kept; delete its files to reissue it with new --dns names"
                 };
                 println!(
                     "{identity}: {} (TLS), {} (record signing) ({state})",

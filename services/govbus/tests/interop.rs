@@ -11,11 +11,12 @@
 //! the evidence of it read from the broker as the portal, and one refusal.
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::{Command, Output, Stdio},
     sync::{
-        OnceLock,
+        Mutex, OnceLock,
         atomic::{AtomicU32, Ordering},
     },
     time::{Duration, Instant},
@@ -23,6 +24,12 @@ use std::{
 
 use govbus_cli::demo::{Demo, DemoConfig};
 use tokio_util::sync::CancellationToken;
+
+/// A toolchain's first set-up downloads its pinned libraries (a few
+/// minutes for Go on two cores); later ones check a stamp.
+const SETUP_LIMIT: Duration = Duration::from_secs(900);
+/// One client's whole round trip, evidence wait included.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 const REFUSAL: &str = "refused: PERMISSION_DENIED records[0].record_type: agency/civil-registry/system/fhdy may not publish address_registration; its owner is agency/interior/system/address-bureau";
 
@@ -92,6 +99,49 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Runs `command` to its end, killing it after `limit`: a client or a
+/// package download that hangs fails its test instead of the suite.
+fn run(command: &mut Command, limit: Duration) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("child status") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{command:?} did not finish within {limit:?}:\n{}{}",
+                String::from_utf8_lossy(&stdout.join().unwrap_or_default()),
+                String::from_utf8_lossy(&stderr.join().unwrap_or_default())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
 fn text(output: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -99,19 +149,28 @@ fn text(output: &Output) -> (String, String) {
     )
 }
 
-/// Runs `examples/<language>/setup.sh`; its reason when it fails.
+/// Runs `examples/<language>/setup.sh` once per process (tests of one
+/// language run in parallel and share its installation); its reason when
+/// it fails.
 fn set_up(language: &str) {
-    let script = repo().join("examples").join(language).join("setup.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    let (stdout, stderr) = text(&output);
-    assert!(
-        output.status.success(),
-        "{} could not set up the {language} toolchain:\n{stdout}{stderr}",
-        script.display()
-    );
+    static DONE: Mutex<BTreeMap<String, Result<(), String>>> = Mutex::new(BTreeMap::new());
+    let mut done = DONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let result = done.entry(language.to_string()).or_insert_with(|| {
+        let script = repo().join("examples").join(language).join("setup.sh");
+        let output = run(Command::new("bash").arg(&script), SETUP_LIMIT);
+        let (stdout, stderr) = text(&output);
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} could not set up the {language} toolchain:\n{stdout}{stderr}",
+                script.display()
+            ))
+        }
+    });
+    if let Err(reason) = result {
+        panic!("{reason}");
+    }
 }
 
 /// Runs one example program against the bus with a fresh subject; its
@@ -120,14 +179,15 @@ fn run_example(language: &str, program: &str) -> String {
     set_up(language);
     let bus = bus();
     let script = repo().join("examples").join(language).join(program);
-    let output = Command::new("bash")
-        .arg(&script)
-        .env("GOVBUS_CERTS", &bus.certs)
-        .env("GOVBUS_BROKER", &bus.broker)
-        .env("GOVBUS_CIVIL_REGISTRY", &bus.civil_registry)
-        .env("GOVBUS_SUBJECT", fresh_subject())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let output = run(
+        Command::new("bash")
+            .arg(&script)
+            .env("GOVBUS_CERTS", &bus.certs)
+            .env("GOVBUS_BROKER", &bus.broker)
+            .env("GOVBUS_CIVIL_REGISTRY", &bus.civil_registry)
+            .env("GOVBUS_SUBJECT", fresh_subject()),
+        RUN_LIMIT,
+    );
     let (stdout, stderr) = text(&output);
     assert!(
         output.status.success(),
@@ -273,20 +333,24 @@ fn readme_commands(method: &str) -> String {
 /// Runs README commands in a folder whose `var/certs` are the demo's, as
 /// after `make run`, with the pinned grpcurl first on the PATH.
 fn run_readme(commands: &str) -> Output {
-    let bus = bus();
-    let cwd = tempfile::tempdir().expect("temporary folder").keep();
-    std::fs::create_dir_all(cwd.join("var")).expect("var");
-    std::os::unix::fs::symlink(&bus.certs, cwd.join("var/certs")).expect("var/certs");
+    static CWD: OnceLock<PathBuf> = OnceLock::new();
+    let cwd = CWD.get_or_init(|| {
+        let cwd = tempfile::tempdir().expect("temporary folder").keep();
+        std::fs::create_dir_all(cwd.join("var")).expect("var");
+        std::os::unix::fs::symlink(&bus().certs, cwd.join("var/certs")).expect("var/certs");
+        cwd
+    });
     let bin = grpcurl().parent().expect("bin folder").to_path_buf();
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut paths = vec![bin];
     paths.extend(std::env::split_paths(&path));
-    Command::new("bash")
-        .args(["-euo", "pipefail", "-c", commands])
-        .current_dir(&cwd)
-        .env("PATH", std::env::join_paths(paths).expect("PATH"))
-        .output()
-        .expect("bash runs")
+    run(
+        Command::new("bash")
+            .args(["-euo", "pipefail", "-c", commands])
+            .current_dir(cwd)
+            .env("PATH", std::env::join_paths(paths).expect("PATH")),
+        RUN_LIMIT,
+    )
 }
 
 #[test]
@@ -341,11 +405,12 @@ fn openssl_reads_every_key_and_completes_a_handshake_with_every_server() {
     for entry in std::fs::read_dir(&bus.certs).expect("certs folder") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "key") {
-            let output = Command::new("openssl")
-                .args(["pkey", "-noout", "-in"])
-                .arg(&path)
-                .output()
-                .expect("openssl runs");
+            let output = run(
+                Command::new("openssl")
+                    .args(["pkey", "-noout", "-in"])
+                    .arg(&path),
+                RUN_LIMIT,
+            );
             let (stdout, stderr) = text(&output);
             assert!(
                 output.status.success(),
@@ -356,18 +421,18 @@ fn openssl_reads_every_key_and_completes_a_handshake_with_every_server() {
     }
     let file = |name: &str| bus.certs.join(name);
     for address in [&bus.broker, &bus.civil_registry, &bus.interior] {
-        let output = Command::new("openssl")
-            .args(["s_client", "-brief", "-verify_return_error"])
-            .args(["-connect", address, "-verify_hostname", "localhost"])
-            .arg("-CAfile")
-            .arg(file("ca.pem"))
-            .arg("-cert")
-            .arg(file("egov.portal.pem"))
-            .arg("-key")
-            .arg(file("egov.portal.key"))
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("openssl runs");
+        let output = run(
+            Command::new("openssl")
+                .args(["s_client", "-brief", "-verify_return_error"])
+                .args(["-connect", address, "-verify_hostname", "localhost"])
+                .arg("-CAfile")
+                .arg(file("ca.pem"))
+                .arg("-cert")
+                .arg(file("egov.portal.pem"))
+                .arg("-key")
+                .arg(file("egov.portal.key")),
+            RUN_LIMIT,
+        );
         let (stdout, stderr) = text(&output);
         let said = format!("{stdout}{stderr}");
         assert!(
