@@ -63,5 +63,9 @@ PATH="$tools/bin:$PATH" "$tools/venv/bin/python" -m grpc_tools.protoc \
   --go-grpc_out="$here" --go-grpc_opt="$(join "${go_opts[@]}" "${mopts[@]}")" \
   "${v1[@]}" "${records[@]}"
 
+# What the stubs were made from: setup.sh refuses stubs older than proto/.
+(cd "$repo" && find proto -name '*.proto' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) \
+  | sha256sum | cut -d' ' -f1 > "$here/gen/proto.sha256"
+
 echo "generated:" >&2
 (cd "$here" && find gen -name '*.go' | sort) >&2

@@ -18,9 +18,13 @@ die() { echo "examples/go/setup.sh: $*" >&2; exit 1; }
 command -v go >/dev/null 2>&1 || die "go is not on PATH; install Go $(sed -n 's/^go //p' "$here/go.mod") or newer"
 need="$(sed -n 's/^go //p' "$here/go.mod")"
 have="$(go env GOVERSION)"; have="${have#go}"
-if [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -1)" != "$need" ]; then
+if [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | sed -n 1p)" != "$need" ]; then
   die "go.mod needs Go $need or newer (google.golang.org/grpc requires it); this is Go $have"
 fi
+
+protos="$(cd "$repo" && find proto -name '*.proto' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+[ "$protos" = "$(cat "$here/gen/proto.sha256" 2>/dev/null)" ] \
+  || die "the stubs in examples/go/gen were generated from another proto/: run examples/go/generate.sh"
 
 inputs="$(
   cd "$here"
