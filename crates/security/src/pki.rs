@@ -50,6 +50,10 @@ pub enum PkiError {
     )]
     ForeignCa { path: PathBuf },
     #[error(
+        "{path} has no ca.pem beside it: restore the CA certificate, or remove the key to start a new CA"
+    )]
+    OrphanCaKey { path: PathBuf },
+    #[error(
         "{from} holds Ed25519 certificates of an earlier govbus and could not be moved to {to}: {source}; move it aside by hand and run again"
     )]
     Retire {
@@ -308,18 +312,22 @@ pub fn init_dir_with(
     fs::create_dir_all(dir).map_err(io(dir))?;
     let ca_cert = dir.join("ca.pem");
     let ca_key = dir.join("ca.key");
-    if ca_cert.exists() && !ca_key.exists() {
-        return Err(PkiError::ForeignCa { path: ca_cert });
-    }
-    let ca = if ca_cert.exists() {
-        let cert = fs::read_to_string(&ca_cert).map_err(io(&ca_cert))?;
-        let key = fs::read_to_string(&ca_key).map_err(io(&ca_key))?;
-        CertificateAuthority::from_pem(&cert, &key)?
-    } else {
-        let ca = CertificateAuthority::generate("govbus development CA")?;
-        write_private(&ca_key, &ca.key_pem)?;
-        fs::write(&ca_cert, ca.cert_pem()).map_err(io(&ca_cert))?;
-        ca
+    // Half a CA is never completed by a new one: that would replace a
+    // certificate others trust, or a key nothing else has.
+    let ca = match (ca_cert.exists(), ca_key.exists()) {
+        (true, true) => {
+            let cert = fs::read_to_string(&ca_cert).map_err(io(&ca_cert))?;
+            let key = fs::read_to_string(&ca_key).map_err(io(&ca_key))?;
+            CertificateAuthority::from_pem(&cert, &key)?
+        }
+        (false, false) => {
+            let ca = CertificateAuthority::generate("govbus development CA")?;
+            write_private(&ca_key, &ca.key_pem)?;
+            fs::write(&ca_cert, ca.cert_pem()).map_err(io(&ca_cert))?;
+            ca
+        }
+        (true, false) => return Err(PkiError::ForeignCa { path: ca_cert }),
+        (false, true) => return Err(PkiError::OrphanCaKey { path: ca_key }),
     };
     for identity in identities {
         let mut request = LeafRequest::new(identity.clone());

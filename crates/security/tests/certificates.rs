@@ -454,7 +454,7 @@ fn signing_files_sit_beside_the_transport_files_each_with_its_own_stem() {
 }
 
 #[test]
-fn a_folder_with_a_ca_certificate_but_no_ca_key_is_left_alone() {
+fn a_folder_with_half_a_ca_is_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let ca = "-----BEGIN CERTIFICATE-----\nnot ours\n-----END CERTIFICATE-----\n";
     std::fs::write(dir.path().join("ca.pem"), ca).unwrap();
@@ -465,5 +465,16 @@ fn a_folder_with_a_ca_certificate_but_no_ca_key_is_left_alone() {
     assert_eq!(
         std::fs::read_to_string(dir.path().join("ca.pem")).unwrap(),
         ca
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.key"), "a key").unwrap();
+    let error = pki::init_dir(dir.path(), &[id(FHDY)])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("no ca.pem beside it"), "{error}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("ca.key")).unwrap(),
+        "a key"
     );
 }
