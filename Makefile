@@ -15,6 +15,9 @@ run:
 ## end-to-end suite (tests/):
 ##   TEST_POSTGRES_URL=postgres://postgres:PASSWORD@127.0.0.1:5432/postgres
 ##       also on PostgreSQL, each test in databases created and dropped for it;
+##   TEST_APACHE_KAFKA=1
+##       also against Apache Kafka 4.1.1 (KRaft), a node per test, fetched
+##       from Maven Central and started by tests/kafka/apache-kafka.sh;
 ##   TEST_TANSU=1
 ##       also against a separate tansu broker process (durable SQLite log),
 ##       `tansu` on PATH or TANSU_BIN.
@@ -23,6 +26,14 @@ test:
 	@if [ -n "$$TEST_POSTGRES_URL" ]; then \
 		echo "== end-to-end suite and store upgrades: embedded cluster, PostgreSQL"; \
 		env -u TEST_KAFKA $(CARGO) test -p govbus-tests -p govbus-store --all-targets || exit 1; \
+	fi
+	@if [ "$$TEST_APACHE_KAFKA" = 1 ]; then \
+		echo "== end-to-end suite: Apache Kafka, SQLite"; \
+		env -u TEST_POSTGRES_URL TEST_KAFKA=apache $(CARGO) test -p govbus-tests --all-targets || exit 1; \
+		if [ -n "$$TEST_POSTGRES_URL" ]; then \
+			echo "== end-to-end suite: Apache Kafka, PostgreSQL"; \
+			TEST_KAFKA=apache $(CARGO) test -p govbus-tests --all-targets || exit 1; \
+		fi; \
 	fi
 	@if [ "$$TEST_TANSU" = 1 ]; then \
 		echo "== end-to-end suite: tansu, SQLite"; \

@@ -1,6 +1,8 @@
 //! The Kafka-protocol broker a test runs against: librdkafka's embedded mock
-//! cluster by default, or — with `TEST_KAFKA=tansu` — a separate `tansu`
-//! process with a durable SQLite log, which can be stopped and restarted.
+//! cluster by default; with `TEST_KAFKA=tansu` a separate `tansu` process
+//! with a durable SQLite log; with `TEST_KAFKA=apache` an Apache Kafka node
+//! (KRaft, tests/kafka/apache-kafka.sh). The separate ones can be stopped
+//! and restarted with their logs.
 
 use std::{
     net::TcpListener,
@@ -15,6 +17,18 @@ use govbus_kafka::EmbeddedCluster;
 pub enum KafkaUnderTest {
     Embedded(EmbeddedCluster),
     Tansu(Tansu),
+    Apache(Apache),
+}
+
+/// An Apache Kafka node (broker and controller) of this test, started by
+/// tests/kafka/apache-kafka.sh with its data in `dir`.
+pub struct Apache {
+    port: u16,
+    dir: PathBuf,
+}
+
+pub fn wants_apache() -> bool {
+    std::env::var("TEST_KAFKA").is_ok_and(|v| v == "apache")
 }
 
 /// A tansu broker process on a fixed port of this test.
@@ -50,6 +64,13 @@ impl KafkaUnderTest {
             };
             tansu.launch();
             Self::Tansu(tansu)
+        } else if wants_apache() {
+            let apache = Apache {
+                port: free_port(),
+                dir: dir.join("kafka"),
+            };
+            apache.launch();
+            Self::Apache(apache)
         } else {
             Self::Embedded(EmbeddedCluster::start(1, topics, 3).expect("embedded cluster starts"))
         }
@@ -59,13 +80,14 @@ impl KafkaUnderTest {
         match self {
             Self::Embedded(cluster) => cluster.bootstrap_servers().to_string(),
             Self::Tansu(t) => format!("127.0.0.1:{}", t.port),
+            Self::Apache(a) => format!("127.0.0.1:{}", a.port),
         }
     }
 
     /// Whether govbus must create the topics itself (the embedded cluster
     /// creates them at start; tansu, like production, does not auto-create).
     pub fn needs_topic_management(&self) -> bool {
-        matches!(self, Self::Tansu(_))
+        !matches!(self, Self::Embedded(_))
     }
 
     /// Takes the broker away: the embedded one drops off the network, tansu
@@ -77,6 +99,10 @@ impl KafkaUnderTest {
                 t.stop();
                 Ok(())
             }
+            Self::Apache(a) => {
+                a.stop();
+                Ok(())
+            }
         }
     }
 
@@ -85,6 +111,10 @@ impl KafkaUnderTest {
             Self::Embedded(cluster) => cluster.broker_up(id).map_err(|e| e.to_string()),
             Self::Tansu(t) => {
                 t.launch();
+                Ok(())
+            }
+            Self::Apache(a) => {
+                a.launch();
                 Ok(())
             }
         }
@@ -142,6 +172,55 @@ impl Tansu {
 }
 
 impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Apache {
+    fn script(command: &str) -> Command {
+        let mut script = Command::new("bash");
+        script
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka/apache-kafka.sh"))
+            .arg(command);
+        script
+    }
+
+    /// Fetches the pinned Kafka (once per process; cached across runs),
+    /// then starts the node and waits until it answers.
+    fn launch(&self) {
+        static FETCHED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+        let fetched = FETCHED.get_or_init(|| {
+            let output = Self::script("fetch").output().map_err(|e| e.to_string())?;
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&output.stderr).into_owned())
+            }
+        });
+        if let Err(reason) = fetched {
+            panic!("TEST_KAFKA=apache: apache-kafka.sh fetch failed:\n{reason}");
+        }
+        let output = Self::script("start")
+            .arg(&self.dir)
+            .arg(self.port.to_string())
+            .stdout(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run apache-kafka.sh: {e}"));
+        assert!(
+            output.status.success(),
+            "TEST_KAFKA=apache: Kafka did not start in {}:\n{}",
+            self.dir.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn stop(&self) {
+        let _ = Self::script("stop").arg(&self.dir).output();
+    }
+}
+
+impl Drop for Apache {
     fn drop(&mut self) {
         self.stop();
     }

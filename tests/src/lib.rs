@@ -18,7 +18,7 @@ use govbus_proto::{
     },
 };
 use govbus_security::{Identity, TlsMaterial, TlsSettings, pki};
-pub use kafka::{KafkaUnderTest, skip_timed_out_records_on_tansu, wants_tansu};
+pub use kafka::{KafkaUnderTest, skip_timed_out_records_on_tansu, wants_apache, wants_tansu};
 use prost_types::Timestamp;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
@@ -612,10 +612,19 @@ pub fn topic_message_count(bus: &TestBus, topic: &str) -> i64 {
         .partitions()
         .iter()
         .map(|p| {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(5))
-                .expect("watermarks");
-            high - low
+            // A partition of a topic just created may not have taken up its
+            // leadership yet (Apache Kafka answers NotLeaderForPartition).
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                match consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(5)) {
+                    Ok((low, high)) => break high - low,
+                    Err(e) if std::time::Instant::now() < deadline => {
+                        tracing::debug!(error = %e, "watermarks not yet");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Err(e) => panic!("watermarks of {topic}: {e}"),
+                }
+            }
         })
         .sum()
 }

@@ -13,10 +13,12 @@ const SKIPPED: &str = r#"govbus_consumer_skipped_offsets_total{consumer="ingest"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_removed_before_ingest_are_reported() {
-    if wants_tansu() {
-        // tansu keeps record topics without a size limit (retention.ms=-1):
-        // nothing falls out of the log here.
-        println!("skipped on tansu: its log keeps every record");
+    if wants_tansu() || wants_apache() {
+        // tansu keeps record topics without a size limit (retention.ms=-1);
+        // Apache Kafka removes whole segments, on its retention check's
+        // schedule (every 5 minutes by default): nothing falls out of the
+        // log within this test on either.
+        println!("skipped on tansu and Apache Kafka: nothing leaves their log within the test");
         return;
     }
     let bus = TestBus::start();
