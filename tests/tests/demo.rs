@@ -22,7 +22,18 @@ use tonic::transport::Channel;
 async fn the_interior_ministry_registers_new_surnames_from_subscribed_marriages() {
     let dir = tempfile::tempdir().unwrap();
     let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    // `make run` against a cluster of its own (GOVBUS_KAFKA__BOOTSTRAP_SERVERS):
+    // in the Apache Kafka pass, the demo creates its topics there.
+    let apache = wants_apache().then(|| KafkaUnderTest::start(dir.path(), &[]));
+    let kafka = govbus_kafka::KafkaSettings {
+        bootstrap_servers: apache
+            .as_ref()
+            .map(KafkaUnderTest::bootstrap_servers)
+            .unwrap_or_default(),
+        ..govbus_kafka::KafkaSettings::default()
+    };
     let demo = Demo::build(DemoConfig {
+        kafka,
         data_dir: dir.path().join("demo"),
         certs_dir: dir.path().join("certs"),
         citizens: 300,
