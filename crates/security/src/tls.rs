@@ -197,9 +197,15 @@ impl TlsMaterial {
                 "the signing key is the transport key; records need a signing certificate of their own".into(),
             ));
         }
-        let signer = Signer::from_pem(&cert_pem, &key_pem).map_err(|source| TlsError::Key {
-            path: settings.key.clone(),
-            source,
+        let signer = Signer::from_pem(&cert_pem, &key_pem).map_err(|source| {
+            // Name the file at fault: the certificate, or the key.
+            let path = match source {
+                SignError::NotSigningCertificate
+                | SignError::Certificate(_)
+                | SignError::CertificateNotPem => settings.cert.clone(),
+                _ => settings.key.clone(),
+            };
+            TlsError::Key { path, source }
         })?;
         if signer.identity() != &self.identity {
             return Err(invalid(format!(
