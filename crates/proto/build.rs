@@ -45,7 +45,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     // A signature's byte fields as `Bytes`: decoded from a `Bytes` buffer
     // (the broker's consumed envelope) they are slices of it, not copies —
     // the certificate, the salts and the proof were ~5 % of an ingest run's
-    // CPU as fresh `Vec`s (docs/PROFILING.md, session 36) — and the signer's
+    // CPU as fresh `Vec`s (docs/PROFILING.md) — and the signer's
     // certificate and batch root go on every record of a batch by reference.
     config.bytes([
         ".govbus.v1.RecordSignature",

@@ -15,7 +15,7 @@
 //! record type, in the catalog) to a sorted table of field numbers and wire
 //! types per message: asking prost-reflect for each field's kind on every
 //! record cloned and dropped a shared pointer for each nested message and
-//! was about half of the walk (docs/PROFILING.md, session 33).
+//! was about half of the walk (docs/PROFILING.md).
 
 use std::collections::HashMap;
 

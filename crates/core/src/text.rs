@@ -3,7 +3,7 @@
 //!
 //! `str::chars` decodes one character at a time; these look at bytes first,
 //! which the compiler vectorises, and decode only where the bytes leave a
-//! doubt (docs/PROFILING.md, session 35: clipping four short strings of a
+//! doubt (docs/PROFILING.md: clipping four short strings of a
 //! request took ~4k instructions, checking nine ~1.8k, a character at a
 //! time).
 

@@ -4,7 +4,7 @@
 //! Why: the showcase keeps every record as the signed envelope it was
 //! published in. Decoding it into a [`Record`](crate::v1::Record) only to
 //! encode the same bytes into the answer was 3–6 % of a call's
-//! instructions (docs/PROFILING.md, session 22). An embedded message and a
+//! instructions (docs/PROFILING.md). An embedded message and a
 //! `bytes` field have one wire form (tag, wire type 2, length, the bytes),
 //! so these messages are `govbus.v1.GetEvidenceResponse` and
 //! `govbus.v1.Evidence` on the wire: clients, reflection and the descriptor

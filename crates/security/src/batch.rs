@@ -31,7 +31,7 @@ pub(crate) fn signed_message(inclusion: &BatchInclusion) -> Vec<u8> {
 /// without a sibling moving up a level unhashed, which is RFC 9162's tree
 /// (a node of n leaves splits at the largest power of two below n) — where
 /// the tree library re-hashed each new leaf's ancestors as it was pushed,
-/// ~log₂ n node hashes a leaf (docs/PROFILING.md, session 36). Every path
+/// ~log₂ n node hashes a leaf (docs/PROFILING.md). Every path
 /// is a slice of one buffer.
 pub(crate) fn inclusions<'a>(
     content_hashes: impl IntoIterator<Item = &'a [u8]>,

@@ -8,7 +8,7 @@
 //! resistant). A later leaf's climb stops at the first such node it
 //! computes; the rest of its proof is then compared with the known
 //! siblings, not hashed — about 2 hashes a leaf instead of 9
-//! (docs/PROFILING.md, session 33). The answer is the same as a full check:
+//! (docs/PROFILING.md). The answer is the same as a full check:
 //! a proof that differs from what is known anywhere on its way up is
 //! checked in full.
 
@@ -62,7 +62,7 @@ impl ProvenNodes {
 /// a broker reads at different paces, so a tree's records can arrive in
 /// runs many trees apart — kept to 32 trees, with all forgotten when a
 /// 33rd came, the bench's ingest still hashed ~6 nodes a record
-/// (docs/PROFILING.md, session 33).
+/// (docs/PROFILING.md).
 #[derive(Debug, Default)]
 pub(crate) struct ProvenTrees {
     trees: HashMap<TreeKey, ProvenNodes, foldhash::fast::RandomState>,

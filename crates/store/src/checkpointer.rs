@@ -32,7 +32,7 @@ const IDLE_ROUND: Duration = Duration::from_millis(200);
 /// them all while every answer waited: 15–20 ms, and any commit syncing
 /// its log meanwhile waited as long. Synced every 200 ms, each round's
 /// flush held up the commit beside it for 2–4 ms; every 10 ms, it is a few
-/// hundred kilobytes at most (docs/PROFILING.md, session 31).
+/// hundred kilobytes at most (docs/PROFILING.md).
 pub(crate) async fn checkpoint_in_background(
     pool: AnyPool,
     checkpoints: Arc<tokio::sync::Mutex<()>>,

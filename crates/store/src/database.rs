@@ -167,7 +167,7 @@ pub(crate) const SQLITE_WRITER_THREAD: &str = "showcase-writer";
 /// its own copies). At 10,000 frames that came every ~0.45 s at half load
 /// and made the p99; at 100,000 (a WAL of up to 400 MB at 4 KiB pages,
 /// 800 MB for a showcase of 8 KiB pages) it comes a tenth as often
-/// (docs/PROFILING.md, sessions 10, 23 and 31). Page look-ups stay cheap:
+/// (docs/PROFILING.md). Page look-ups stay cheap:
 /// a reader searches only the frames after the last checkpoint.
 const SQLITE_PRAGMAS: [(&str, &str); 5] = [
     ("journal_mode", "WAL"),
@@ -277,7 +277,7 @@ impl Database {
             // batch found its connection's cache stale (the other had
             // written since) and read its pages again: 10 % more `pread`s,
             // and in quick bench runs 57 against 50 µs of CPU per ingested
-            // record (docs/PROFILING.md, session 25).
+            // record (docs/PROFILING.md).
             Backend::Sqlite => Some(
                 sqlx::sqlite::SqlitePoolOptions::new()
                     .max_connections(1)

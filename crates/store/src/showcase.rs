@@ -142,8 +142,7 @@ impl Table {
 /// one, the same bytes per record, but a batch of 500 then writes half as
 /// many WAL frames (one `pwrite` each, each checksummed and later copied by
 /// the checkpoint) and its unique indexes half as many pages. The ingest's
-/// write alone: −17 % CPU per record, reads unchanged (docs/PROFILING.md,
-/// session 20; 16 KiB was no better). The audit trail keeps 4 KiB pages:
+/// write alone: −17 % CPU per record, reads unchanged (docs/PROFILING.md; 16 KiB was no better). The audit trail keeps 4 KiB pages:
 /// its commits are of one or two small entries, whose frames would double.
 pub(crate) const SHOWCASE_PAGE_SIZE: u32 = 8192;
 

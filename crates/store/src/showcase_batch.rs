@@ -5,7 +5,7 @@
 //! database. The broker's ingest prepares batch n+1 on the blocking pool
 //! while its one writer stores batch n, so the writer's turn is only the
 //! statement: the writer is the ingest's slower stage, and this CPU work
-//! was about a third of its time (docs/PROFILING.md, session 15).
+//! was about a third of its time (docs/PROFILING.md).
 
 use std::{borrow::Cow, sync::Arc};
 
@@ -277,8 +277,7 @@ fn sqlite_statement(
 /// A row's text columns, shared by its current and history rows: sqlx's
 /// SQLite driver binds a borrowed string as a copy in an allocation of its
 /// own, a shared one (`Arc<str>`) as it is — per record, two tables of
-/// five texts were ~20 allocations and copies (docs/PROFILING.md,
-/// session 33).
+/// five texts were ~20 allocations and copies (docs/PROFILING.md).
 struct RowTexts {
     record_type: Arc<str>,
     subject_id: Arc<str>,

@@ -7,7 +7,7 @@
 //! certificate, signing time, signature, root and tree size — ~700 of its
 //! ~1,470 bytes, the same in every record of the batch. The ingest's writer
 //! is its slower stage and its cost grows with the bytes it writes
-//! (docs/PROFILING.md, session 27: a 45 % smaller stored envelope ran ~15 %
+//! (docs/PROFILING.md: a 45 % smaller stored envelope ran ~15 %
 //! faster).
 //!
 //! The split works on the wire bytes, not on decoded messages, so fields
@@ -68,7 +68,7 @@ pub(crate) fn split(envelope: &[u8]) -> Option<SplitEnvelope> {
 /// gathered into runs of one kind (own, shared, the batch) that are copied
 /// whole, and nothing is allocated but what `own` and `shared` grow by. A
 /// table of fields per message and a buffer per part cost ~6.7k
-/// instructions per record (docs/PROFILING.md, session 35).
+/// instructions per record (docs/PROFILING.md).
 pub(crate) fn split_into(envelope: &[u8], own: &mut Vec<u8>, shared: &mut Vec<u8>) -> bool {
     let Some(layout) = Layout::of(envelope) else {
         return false;

@@ -141,7 +141,7 @@ impl<'a> From<&'a ChainedEntry> for KafkaEntry<'a> {
 
 /// `bytes` as lower-case hex digits. `hex::encode` collects its digits a
 /// character at a time, ~2k instructions for a 32-byte hash, two per entry
-/// copied (docs/PROFILING.md, session 35); `hex::encode_to_slice` costs
+/// copied (docs/PROFILING.md); `hex::encode_to_slice` costs
 /// ~1k more per entry than this table (callgrind, `--part query`).
 fn lower_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

@@ -6,8 +6,7 @@
 //! task as soon as it is started and goes on reading, so the checks of one
 //! batch run beside the reading of the next and the writing of the one
 //! before. With checking and preparing one after the other inside the
-//! reader's turn, the reader was the slower stage (docs/PROFILING.md,
-//! session 15).
+//! reader's turn, the reader was the slower stage (docs/PROFILING.md).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -36,7 +35,7 @@ pub(crate) struct Consumed {
 /// The traces a batch's messages were published in, each linked to the
 /// batch span once: one publish call puts its trace context on every record
 /// it sends (hundreds), and extracting and linking it per message was ~2 %
-/// of an ingest run's CPU (docs/PROFILING.md, session 16) for links that
+/// of an ingest run's CPU (docs/PROFILING.md) for links that
 /// said the same — and past the span's link limit, dropped.
 pub(crate) struct BatchLinks {
     span: tracing::Span,

@@ -3,7 +3,7 @@
 //!
 //! A synced commit (`fsync` of SQLite's write-ahead log) was ~2 ms of a
 //! batch's ~13 ms turn on the writer, the ingest's slower stage (docs/
-//! PROFILING.md, session 26). While the consumer is behind, commits are
+//! PROFILING.md). While the consumer is behind, commits are
 //! deferred and one synced at least every `SYNC_EVERY`, which makes the
 //! ones before it durable too; once it has caught up (a batch that did not
 //! fill), the commit is synced at once. A batch's offsets are stored only

@@ -8,7 +8,7 @@ use clap::Parser;
 use govbus_broker::{Broker, BrokerConfig};
 
 /// mimalloc, not glibc's malloc: the bus allocates and frees on many threads
-/// at once (docs/PROFILING.md, session 12).
+/// at once (docs/PROFILING.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

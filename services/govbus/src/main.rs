@@ -12,7 +12,7 @@ use govbus_proto::v1::{ConsentScope, GetEvidenceRequest};
 use govbus_security::{Identity, pki};
 
 /// mimalloc, not glibc's malloc: the bus allocates and frees on many threads
-/// at once (docs/PROFILING.md, session 12).
+/// at once (docs/PROFILING.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
